@@ -1,0 +1,105 @@
+"""Random cameras on a sphere around the object, with resolution and batch-size milestones."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from psdkit.config.schema import knob
+from psdkit.contracts import Cameras, CameraSampler, look_at_c2w
+
+
+@dataclasses.dataclass(frozen=True)
+class Milestone:
+    """From ``step`` on, render at ``height`` x ``width`` with ``batch_size`` views."""
+
+    step: int = knob(ge=0)
+    """First step this milestone applies to."""
+    height: int = knob(ge=4)
+    """Render height, pixels."""
+    width: int = knob(ge=4)
+    """Render width, pixels."""
+    batch_size: int = knob(ge=1)
+    """Views per step (per rank)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OrbitCameraConfig:
+    """Config of the orbit camera sampler. Angles in degrees."""
+
+    batch_size: int = knob(4, ge=1)
+    """Views per step (per rank) before any milestone."""
+    height: int = knob(32, ge=4)
+    """Render height before any milestone."""
+    width: int = knob(32, ge=4)
+    """Render width before any milestone."""
+    elevation_range: tuple[float, float] = (0.0, 30.0)
+    """Elevation is uniform in this range."""
+    azimuth_range: tuple[float, float] = (-180.0, 180.0)
+    """Azimuth is uniform in this range."""
+    distance_range: tuple[float, float] = (2.6, 3.0)
+    """Camera distance to the origin is uniform in this range."""
+    fov_range: tuple[float, float] = (35.0, 45.0)
+    """Vertical field of view is uniform in this range."""
+    stratified_azimuth: bool = True
+    """Spread the batch's azimuths evenly (random offset) instead of independently."""
+    milestones: tuple[Milestone, ...] = ()
+    """Resolution / batch-size changes, in increasing ``step``."""
+    eval_elevation: float = 15.0
+    """Elevation of evaluation (turntable) cameras."""
+    eval_distance: float = knob(2.8, gt=0.0)
+    """Distance of evaluation cameras."""
+    eval_fov: float = knob(40.0, gt=0.0, lt=180.0)
+    """Field of view of evaluation cameras."""
+
+    def __post_init__(self) -> None:
+        for name in ("elevation_range", "azimuth_range", "distance_range", "fov_range"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: low end {lo} is above high end {hi}")
+        if not -90.0 < self.elevation_range[0] <= self.elevation_range[1] < 90.0:
+            raise ValueError("elevation_range must lie inside (-90, 90)")
+        steps = [m.step for m in self.milestones]
+        if steps != sorted(steps):
+            raise ValueError(f"milestones: steps must increase, got {steps}")
+
+
+class OrbitCameraSampler(CameraSampler):
+    """Cameras looking at the origin from a random point of a spherical shell."""
+
+    Config = OrbitCameraConfig
+
+    def batch_spec(self, step: int) -> tuple[int, int, int]:
+        """(batch_size, height, width) in force at ``step``."""
+        c = self.config
+        spec = (c.batch_size, c.height, c.width)
+        for m in c.milestones:
+            if step >= m.step:
+                spec = (m.batch_size, m.height, m.width)
+        return spec
+
+    def sample(self, step: int, generator: torch.Generator) -> Cameras:
+        c = self.config
+        b, h, w = self.batch_spec(step)
+
+        def uniform(lo: float, hi: float) -> torch.Tensor:
+            return lo + (hi - lo) * torch.rand(b, generator=generator)
+
+        if c.stratified_azimuth:
+            lo, hi = c.azimuth_range
+            az = lo + (hi - lo) * (torch.arange(b) + torch.rand(1, generator=generator)) / b
+        else:
+            az = uniform(*c.azimuth_range)
+        el, dist = uniform(*c.elevation_range), uniform(*c.distance_range)
+        fov = torch.deg2rad(uniform(*c.fov_range))
+        return Cameras(look_at_c2w(el, az, dist), fov, el, torch.remainder(az, 360.0), dist, h, w)
+
+    def orbit(self, n: int, height: int | None = None, width: int | None = None) -> Cameras:
+        c = self.config
+        az = torch.arange(n, dtype=torch.float32) * 360.0 / n
+        el = torch.full((n,), c.eval_elevation)
+        dist = torch.full((n,), c.eval_distance)
+        fov = torch.full((n,), math.radians(c.eval_fov))
+        return Cameras(look_at_c2w(el, az, dist), fov, el, az, dist, height or c.height, width or c.width)

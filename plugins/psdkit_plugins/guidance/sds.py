@@ -1,0 +1,65 @@
+"""Score Distillation Sampling (DreamFusion, https://arxiv.org/abs/2209.14988).
+
+``grad_z = w(t) * (eps_cfg - eps)`` with ``eps_cfg = eps_b + s * (eps_y - eps_b)``, where the baseline
+``eps_b`` is conditioned on the negative prompt (or the empty prompt).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from psdkit.config.schema import Schedule, knob
+from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
+from psdkit.ops.distill import Weighting, broadcast, residual_loss, sample_timesteps, timestep_weight
+
+
+@dataclasses.dataclass(frozen=True)
+class SDSConfig:
+    """Config of SDS."""
+
+    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
+    """s, classifier-free guidance scale."""
+    use_negative_prompt: bool = True
+    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
+    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
+    """Lowest timestep, as a fraction of T (a schedule for annealing)."""
+    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
+    """Highest timestep, as a fraction of T."""
+    weighting: Weighting = "sds"
+    """w(t): sds = sigma^2, uniform, or sqrt_snr_inv = sigma / alpha."""
+    batch_conditionings: bool = True
+    """Run both conditionings in one prior call."""
+    loss_scale: float = knob(1.0, gt=0.0)
+    """Multiplier of the loss."""
+
+
+class SDS(GuidanceStrategy):
+    """Score distillation with classifier-free guidance."""
+
+    Config = SDSConfig
+
+    def forward(self, inp: GuidanceInput) -> GuidanceOutput:
+        c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
+        z = prior.encode_images(inp.images)
+        b = z.shape[0]
+        t = sample_timesteps(b, c.t_min(inp.step), c.t_max(inp.step), prior.num_train_timesteps, inp.generator).to(z.device)
+        eps = torch.randn(z.shape, generator=inp.generator).to(z)
+        alpha, sigma = prior.alpha_sigma(t)
+        x_t = broadcast(alpha, z) * z.detach() + broadcast(sigma, z) * eps
+        e_y = cond.prompt_emb[inp.view_index]
+        e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
+        with torch.no_grad():
+            if c.batch_conditionings:
+                both = prior.predict_noise(x_t.repeat(2, 1, 1, 1), t.repeat(2), torch.cat([e_y, e_b]), inp.cameras.repeat(2))
+                eps_y, eps_b = both.chunk(2)
+            else:
+                eps_y = prior.predict_noise(x_t, t, e_y, inp.cameras)
+                eps_b = prior.predict_noise(x_t, t, e_b, inp.cameras)
+            eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)
+            grad = broadcast(timestep_weight(c.weighting, alpha, sigma), z) * (eps_cfg - eps)
+        loss = c.loss_scale * residual_loss(z, grad)
+        preview = prior.decode(prior.predict_x0(x_t, t, eps_cfg))
+        logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean(), "t": t.float().mean()}
+        return GuidanceOutput(loss=loss, logs=logs, preview=preview)

@@ -1,0 +1,146 @@
+"""Hash-grid NeRF: a multi-resolution hash encoding + small MLP (Instant-NGP style).
+
+``backend: torch`` is pure PyTorch (runs anywhere); ``tcnn`` uses tiny-cuda-nn's fused encoding and
+fails with a clear message if it is not installed; ``auto`` picks tcnn when importable on CUDA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from psdkit.config.schema import knob
+from psdkit.contracts import FieldOutput, Representation
+from psdkit.errors import PluginError
+from psdkit.ops.hashgrid import hash_encode, level_resolutions
+
+
+@dataclasses.dataclass(frozen=True)
+class HashGridNeRFConfig:
+    """Config of the hash-grid NeRF."""
+
+    bound: float = knob(1.0, gt=0.0)
+    """Half-size of the scene box [-bound, bound]^3."""
+    levels: int = knob(12, ge=1, le=32)
+    """L, number of resolution levels."""
+    log2_table_size: int = knob(15, ge=8, le=24)
+    """log2 T, entries per level."""
+    features_per_level: int = knob(2, ge=1, le=8)
+    """F, features per entry."""
+    base_resolution: int = knob(16, ge=2)
+    """Grid resolution of the coarsest level."""
+    finest_resolution: int = knob(512, ge=2)
+    """Grid resolution of the finest level."""
+    init_scale: float = knob(1e-4, gt=0.0)
+    """Table entries are initialised uniformly in [-init_scale, init_scale]."""
+    hidden: int = knob(64, ge=8)
+    """Width of the MLP."""
+    hidden_layers: int = knob(1, ge=1, le=8)
+    """Number of hidden layers of the MLP."""
+    density_activation: Literal["exp", "softplus"] = "softplus"
+    """Activation turning the raw density into >= 0 density."""
+    density_bias: float = -1.0
+    """Constant added to the raw density."""
+    blob_density: float = knob(10.0, ge=0.0)
+    """Peak of the initial density blob at the origin (0 disables it)."""
+    blob_radius: float = knob(0.5, gt=0.0)
+    """Radius where the blob's contribution reaches zero."""
+    lr_encoding: float = knob(1e-2, gt=0.0)
+    """Learning rate of the hash tables."""
+    lr_network: float = knob(1e-3, gt=0.0)
+    """Learning rate of the MLP."""
+    backend: Literal["torch", "tcnn", "auto"] = "torch"
+    """Encoding implementation: pure torch, tiny-cuda-nn, or tcnn when available."""
+
+    def __post_init__(self) -> None:
+        if self.finest_resolution < self.base_resolution:
+            raise ValueError("finest_resolution must be >= base_resolution")
+
+
+def _tcnn_available() -> bool:
+    try:
+        import tinycudann  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+class HashGridNeRF(Representation):
+    """Radiance field with a hash-grid encoding. Colour is view-independent."""
+
+    Config = HashGridNeRFConfig
+
+    def __init__(self, config: HashGridNeRFConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.resolutions = level_resolutions(c.levels, c.base_resolution, c.finest_resolution)
+        self.backend = self._pick_backend(c.backend)
+        size = 2**c.log2_table_size
+        if self.backend == "tcnn":
+            self.encoding = self._tcnn_encoding()
+        else:
+            table = torch.empty(c.levels, size, c.features_per_level).uniform_(-c.init_scale, c.init_scale)
+            self.table = nn.Parameter(table)
+        layers: list[nn.Module] = []
+        width = c.levels * c.features_per_level
+        for _ in range(c.hidden_layers):
+            layers += [nn.Linear(width, c.hidden), nn.ReLU(inplace=True)]
+            width = c.hidden
+        layers.append(nn.Linear(width, 4))
+        self.mlp = nn.Sequential(*layers)
+
+    @staticmethod
+    def _pick_backend(choice: str) -> str:
+        if choice == "auto":
+            return "tcnn" if _tcnn_available() else "torch"
+        if choice == "tcnn" and not _tcnn_available():
+            raise PluginError(
+                "representation.config.backend: 'tcnn' needs tiny-cuda-nn and a CUDA GPU "
+                "(install: pip install 'psdkit[cuda]' or see tiny-cuda-nn's README); "
+                "use backend: torch (works everywhere) or auto"
+            )
+        return choice
+
+    def _tcnn_encoding(self) -> nn.Module:
+        import tinycudann as tcnn
+
+        c = self.config
+        growth = math.exp((math.log(c.finest_resolution) - math.log(c.base_resolution)) / max(c.levels - 1, 1))
+        return tcnn.Encoding(3, {
+            "otype": "HashGrid", "n_levels": c.levels, "n_features_per_level": c.features_per_level,
+            "log2_hashmap_size": c.log2_table_size, "base_resolution": c.base_resolution,
+            "per_level_scale": growth,
+        })
+
+    @property
+    def bound(self) -> float:
+        return self.config.bound
+
+    def encode(self, points: Tensor) -> Tensor:
+        """[N, L * F] hash features of world-space ``points`` [N, 3]."""
+        x = ((points / self.config.bound + 1) * 0.5).clamp(0, 1 - 1e-6)
+        if self.backend == "tcnn":
+            return self.encoding(x).float()
+        return hash_encode(x, self.table, self.resolutions)
+
+    def forward(self, points: Tensor, dirs: Tensor | None = None) -> FieldOutput:
+        raw = self.mlp(self.encode(points))
+        c = self.config
+        pre = raw[:, 0] + c.density_bias
+        if c.blob_density > 0:
+            r = points.norm(dim=-1)
+            pre = pre + c.blob_density * (1 - r / c.blob_radius)
+        density = torch.exp(pre.clamp(max=15)) if c.density_activation == "exp" else F.softplus(pre)
+        return FieldOutput(density=density, rgb=torch.sigmoid(raw[:, 1:]))
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        enc = list(self.encoding.parameters()) if self.backend == "tcnn" else [self.table]
+        return [
+            {"name": "encoding", "params": enc, "lr": self.config.lr_encoding},
+            {"name": "network", "params": list(self.mlp.parameters()), "lr": self.config.lr_network},
+        ]

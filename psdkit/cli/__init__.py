@@ -1,0 +1,1 @@
+"""The ``psdkit`` command line."""

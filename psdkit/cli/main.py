@@ -1,0 +1,85 @@
+"""``psdkit`` entry point: sub-commands, and one place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from psdkit.errors import PsdkitError
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from psdkit.cli.fit_cmd import run_fit
+
+    return run_fit(args)
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from psdkit.cli.plugins_cmd import list_plugins
+
+    return list_plugins(args)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from psdkit.cli.plugins_cmd import show_plugin
+
+    return show_plugin(args)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from psdkit.cli.doctor_cmd import doctor
+
+    return doctor(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="psdkit", description="Preference-aligned text-to-3D.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="train a recipe")
+    fit.add_argument("recipe", help="recipe YAML file")
+    fit.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    fit.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    fit.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint ('auto': the "
+                     "recipe's run directory if it has one)")
+    fit.add_argument("--run-dir", help="run directory (default: <output.root>/<name>)")
+    fit.add_argument("--validate-only", action="store_true", help="check the recipe and exit")
+    fit.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    fit.set_defaults(func=_fit)
+
+    plugins = sub.add_parser("plugins", help="list installed components (imports nothing)")
+    plugins.add_argument("kind", nargs="?", help="only this kind")
+    plugins.set_defaults(func=_plugins)
+
+    show = sub.add_parser("show", help="document one plugin's config")
+    show.add_argument("kind")
+    show.add_argument("name")
+    show.set_defaults(func=_show)
+
+    doctor = sub.add_parser("doctor", help="versions, devices, fast paths, weights")
+    doctor.add_argument("recipe", nargs="?", help="also check what this recipe needs")
+    doctor.set_defaults(func=_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 for bad input, no traceback unless --debug)."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except PsdkitError as err:
+        if args.debug:
+            raise
+        print(f"psdkit: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("psdkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The guidance-strategy contract: how a frozen prior (and a reward) turn a render into a loss."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from psdkit.config.schema import Schedule
+from psdkit.contracts.camera import Cameras
+from psdkit.contracts.prior import DiffusionPrior
+from psdkit.contracts.reward import RewardModel
+
+
+@dataclasses.dataclass
+class Conditioning:
+    """Text conditioning computed once before training."""
+
+    labels: list[str]
+    """View labels (e.g. ``["front", "side", "back"]``, or ``[""]`` without view-dependent prompts)."""
+    prompts: list[str]
+    """Prompt text per label (what the reward scores against)."""
+    prompt_emb: Tensor
+    """[V, L, D] prompt embedding per label."""
+    uncond_emb: Tensor
+    """[1, L, D] embedding of the empty prompt."""
+    negative_emb: Tensor
+    """[1, L, D] embedding of the recipe's negative prompt (equals ``uncond_emb`` if none)."""
+    base_prompt: str
+    """The prompt without view suffixes."""
+
+    def to(self, device: torch.device | str) -> Conditioning:
+        """The same conditioning on ``device``."""
+        return dataclasses.replace(
+            self,
+            prompt_emb=self.prompt_emb.to(device),
+            uncond_emb=self.uncond_emb.to(device),
+            negative_emb=self.negative_emb.to(device),
+        )
+
+
+@dataclasses.dataclass
+class GuidanceContext:
+    """The frozen models a strategy uses. Not an ``nn.Module``: nothing in it is trained or saved."""
+
+    prior: DiffusionPrior
+    reward: RewardModel | None
+    cond: Conditioning
+
+
+@dataclasses.dataclass
+class GuidanceInput:
+    """One training step's input to a strategy."""
+
+    images: Tensor
+    """[B, 3, H, W] renders in [0, 1], differentiable with respect to the representation."""
+    cameras: Cameras
+    view_index: Tensor
+    """[B] long, index into ``Conditioning.labels`` for each render."""
+    step: int
+    max_steps: int
+    generator: torch.Generator
+    """Seeded per (seed, rank, step): all randomness of the step must come from it."""
+
+
+@dataclasses.dataclass
+class GuidanceOutput:
+    """A strategy's result for one step."""
+
+    loss: Tensor
+    """Scalar. Its gradient is the update of the representation (through ``images``) and of the
+    strategy's own learnable parameters."""
+    logs: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+    """Scalar diagnostics (detached), logged under ``guidance/<key>``."""
+    preview: Tensor | None = None
+    """[B, 3, h, w] one-step denoised estimate in [0, 1], for validation grids."""
+
+
+@dataclasses.dataclass
+class ParamGroup:
+    """Learnable parameters of a strategy with their own learning-rate schedule."""
+
+    name: str
+    params: list[nn.Parameter]
+    lr: Schedule
+    weight_decay: float = 0.0
+
+
+class GuidanceStrategy(nn.Module, abc.ABC):
+    """A score-distillation strategy.
+
+    Learnable state (e.g. PSD's negative text embedding) are ``nn.Parameter``s of the strategy:
+    checkpointed, optimized and synchronized under DDP. The frozen prior and reward are reached
+    through :class:`GuidanceContext` and are never submodules.
+    """
+
+    Config: ClassVar[type]
+    needs_reward: ClassVar[bool] = False
+    """True if the strategy cannot run without a reward model."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+        self._ctx: GuidanceContext | None = None
+
+    @property
+    def ctx(self) -> GuidanceContext:
+        """The frozen models given to :meth:`setup`."""
+        if self._ctx is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() was not called")
+        return self._ctx
+
+    def setup(self, ctx: GuidanceContext) -> None:
+        """Receive the frozen models and create learnable state. Called once, before training."""
+        self._ctx = ctx
+
+    @abc.abstractmethod
+    def forward(self, inp: GuidanceInput) -> GuidanceOutput:
+        """Compute the step's loss."""
+
+    def param_groups(self) -> list[ParamGroup]:
+        """Learnable parameter groups. Default: none."""
+        return []

@@ -1,0 +1,82 @@
+"""The diffusion-prior contract.
+
+Forward process: ``x_t = alpha_t * x_0 + sigma_t * eps`` with ``eps ~ N(0, I)``, for integer
+timesteps ``t`` in ``[0, num_train_timesteps)``; larger ``t`` means more noise. ``x_0`` lives in the
+prior's own space ("latents": VAE latents for Stable Diffusion, pixels in [-1, 1] for pixel priors).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from psdkit.contracts.camera import Cameras
+
+
+class DiffusionPrior(nn.Module, abc.ABC):
+    """A frozen text-conditioned denoiser.
+
+    Priors are never optimized and never checkpointed. Every method is differentiable with respect
+    to its tensor inputs (the negative-embedding update back-propagates through ``predict_noise``).
+    """
+
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    @abc.abstractmethod
+    def num_train_timesteps(self) -> int:
+        """Number of discrete timesteps T."""
+
+    @abc.abstractmethod
+    def encode_text(self, prompts: list[str]) -> Tensor:
+        """[B, L, D] text embeddings of ``prompts`` ("" is the unconditional embedding)."""
+
+    @abc.abstractmethod
+    def encode_images(self, images: Tensor) -> Tensor:
+        """Latents [B, C, h, w] of ``images`` [B, 3, H, W] in [0, 1]."""
+
+    @abc.abstractmethod
+    def decode(self, latents: Tensor) -> Tensor:
+        """Images [B, 3, H', W'] in [0, 1] of ``latents`` [B, C, h, w]."""
+
+    @abc.abstractmethod
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(alpha_t, sigma_t)``, each [B], for integer timesteps ``t`` [B]."""
+
+    @abc.abstractmethod
+    def predict_noise(
+        self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None
+    ) -> Tensor:
+        """eps-prediction [B, C, h, w] for ``x_t`` [B, C, h, w], ``t`` [B], ``text_emb`` [B, L, D].
+
+        Priors whose network predicts v or x0 convert to eps here. ``cameras`` (len B) is given for
+        camera-conditioned priors and ignored by others.
+        """
+
+    def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """One-step estimate ``(x_t - sigma_t * eps) / alpha_t``."""
+        alpha, sigma = self.alpha_sigma(t)
+        alpha, sigma = alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)
+        return (x_t - sigma * eps) / alpha
+
+    def references(self, cameras: Cameras) -> dict[str, Tensor] | None:
+        """Exact clean images [B, 3, H, W] in [0, 1] of known objects seen by ``cameras``, by object name.
+
+        Only priors with a known data distribution (the analytic world) have them; they feed the
+        fidelity metrics. Default: ``None``.
+        """
+        return None
+
+    def answers(self, prompt: str) -> list[str]:
+        """Names of the reference objects that match ``prompt``. Default: none."""
+        return []
+
+    def weights(self) -> list[str]:
+        """Hub ids or paths of the weights this prior needs (for ``psdkit doctor``). Default: none."""
+        return []

@@ -1,0 +1,51 @@
+"""The renderer contract: images of a representation seen by cameras."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from psdkit.contracts.background import Background
+from psdkit.contracts.camera import Cameras
+from psdkit.contracts.representation import Representation
+
+
+@dataclasses.dataclass
+class RenderOutput:
+    """Images of B cameras at H x W."""
+
+    rgb: Tensor
+    """[B, 3, H, W] composited colour in [0, 1]."""
+    opacity: Tensor
+    """[B, 1, H, W] accumulated alpha in [0, 1]."""
+    depth: Tensor
+    """[B, 1, H, W] expected ray distance of the opaque part (0 where empty)."""
+    stats: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Cheap diagnostics (e.g. fraction of samples skipped), for logging."""
+
+
+class Renderer(nn.Module, abc.ABC):
+    """Turns a representation into images. May hold buffers (e.g. an occupancy grid)."""
+
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    @abc.abstractmethod
+    def forward(
+        self,
+        field: Representation,
+        cameras: Cameras,
+        background: Background,
+        generator: torch.Generator | None = None,
+    ) -> RenderOutput:
+        """Render ``cameras``; ``generator`` drives sample jitter during training (None: none)."""
+
+    def update_step(self, field: Representation, step: int) -> None:
+        """Called before every training step (e.g. to refresh an occupancy grid). Default: nothing."""

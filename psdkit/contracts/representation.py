@@ -1,0 +1,53 @@
+"""The 3D representation contract: a field queried at points."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+
+@dataclasses.dataclass
+class FieldOutput:
+    """What a radiance field returns for N points."""
+
+    density: Tensor
+    """[N] volume density, >= 0 (units of 1 / world length)."""
+    rgb: Tensor
+    """[N, 3] emitted colour in [0, 1]."""
+
+
+class Representation(nn.Module, abc.ABC):
+    """A trainable radiance field inside the cube [-bound, bound]^3.
+
+    Args:
+        config: the plugin's ``Config`` instance.
+    """
+
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    @abc.abstractmethod
+    def bound(self) -> float:
+        """Half-size of the axis-aligned box that holds the scene."""
+
+    @abc.abstractmethod
+    def forward(self, points: Tensor, dirs: Tensor | None = None) -> FieldOutput:
+        """Query the field at ``points`` [N, 3] (world space), optional view ``dirs`` [N, 3]."""
+
+    def density(self, points: Tensor) -> Tensor:
+        """[N] density only (used for occupancy grids and mesh export)."""
+        return self.forward(points).density
+
+    @abc.abstractmethod
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups, each ``{"params": [...], "lr": float, "name": str}``."""
+
+    def update_step(self, step: int, max_steps: int) -> None:
+        """Called before every training step (coarse-to-fine schedules). Default: nothing."""

@@ -1,0 +1,55 @@
+"""Errors psdkit raises on bad input. Each names what is wrong and where."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class PsdkitError(Exception):
+    """Base of every error psdkit raises on purpose (the CLI prints these without a traceback)."""
+
+    exit_code: int = 1
+
+
+class RecipeError(PsdkitError):
+    """A recipe (or an override) is malformed.
+
+    Args:
+        path: dotted path of the bad key (``guidance.config.guidance_scale``) or a file name.
+        problem: what is wrong, in a few words.
+        found: the value found, if any.
+        allowed: the allowed values or installed names, if the set is finite.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self, path: str, problem: str, found: Any = None, allowed: Iterable[Any] | None = None
+    ) -> None:
+        self.path, self.problem, self.found = path, problem, found
+        self.allowed = list(allowed) if allowed is not None else None
+        msg = f"{path}: {problem}"
+        if found is not None:
+            msg += f" (found {found!r})"
+        if self.allowed is not None:
+            msg += f"; allowed: {', '.join(map(str, self.allowed)) or '(none installed)'}"
+        super().__init__(msg)
+
+
+class PluginError(PsdkitError):
+    """A plugin cannot be used: it fails to import, has the wrong base class, or clashes."""
+
+    exit_code = 2
+
+
+class MissingWeightsError(PsdkitError):
+    """Model weights are not available locally and cannot be downloaded."""
+
+    exit_code = 3
+
+
+class RunDirError(PsdkitError):
+    """The run directory exists and would be overwritten."""
+
+    exit_code = 2

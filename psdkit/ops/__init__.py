@@ -1,0 +1,1 @@
+"""Small numeric building blocks shared by plugins. No psdkit imports beyond contracts."""

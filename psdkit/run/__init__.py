@@ -1,0 +1,1 @@
+"""Running a recipe: building components, training, evaluating and exporting."""

@@ -1,0 +1,77 @@
+"""Instantiating a validated recipe's components (this is where weights load)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from psdkit.config.recipe import Recipe
+from psdkit.config.recipe_schema import PromptConfig
+from psdkit.contracts import (
+    Background,
+    CameraSampler,
+    Conditioning,
+    DiffusionPrior,
+    GuidanceContext,
+    GuidanceStrategy,
+    Renderer,
+    Representation,
+    RewardModel,
+)
+
+
+@dataclasses.dataclass
+class Components:
+    """Everything a run is made of."""
+
+    representation: Representation
+    renderer: Renderer
+    background: Background
+    camera: CameraSampler
+    prior: DiffusionPrior
+    guidance: GuidanceStrategy
+    reward: RewardModel | None
+    eval_rewards: dict[str, RewardModel]
+    cond: Conditioning
+
+
+VIEW_LABELS = ("front", "side", "back")
+
+
+def make_conditioning(prior: DiffusionPrior, prompt: PromptConfig) -> Conditioning:
+    """Encode the prompt (per view label), the empty prompt and the negative prompt once."""
+    if prompt.view_dependent:
+        labels = list(VIEW_LABELS)
+        suffix = {"front": prompt.front_suffix, "side": prompt.side_suffix, "back": prompt.back_suffix}
+        texts = [prompt.text + suffix[label] for label in labels]
+    else:
+        labels, texts = [""], [prompt.text]
+    with torch.no_grad():
+        emb = prior.encode_text([*texts, "", prompt.negative])
+    n = len(texts)
+    return Conditioning(labels, texts, emb[:n], emb[n : n + 1], emb[n + 1 : n + 2], prompt.text)
+
+
+def _frozen(module: torch.nn.Module) -> torch.nn.Module:
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def build_components(recipe: Recipe) -> Components:
+    """Instantiate every component of ``recipe`` and set up the strategy."""
+    comp = recipe.components
+
+    def make(key: str):
+        return comp[key].cls(comp[key].config)
+
+    prior = _frozen(make("prior"))
+    reward = _frozen(make("reward")) if "reward" in comp else None
+    evals = {c.info.name: _frozen(c.cls(c.config)) for c in recipe.eval_rewards}
+    cond = make_conditioning(prior, recipe.schema.prompt)
+    guidance = make("guidance")
+    guidance.setup(GuidanceContext(prior=prior, reward=reward, cond=cond))
+    return Components(
+        representation=make("representation"), renderer=make("renderer"), background=make("background"),
+        camera=make("camera"), prior=prior, guidance=guidance, reward=reward, eval_rewards=evals, cond=cond,
+    )

@@ -1,0 +1,70 @@
+"""Lightning callbacks of a run: atomic checkpoints and validation grids."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import imageio.v2 as imageio
+import lightning as L
+import torch
+
+from psdkit.system import PSDSystem, grid_image
+
+
+def to_uint8(image: torch.Tensor) -> "object":
+    """HWC uint8 numpy array from a CHW float image in [0, 1]."""
+    return (image.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+
+
+class AtomicCheckpoint(L.Callback):
+    """Writes ``last.ckpt`` every ``last_every`` steps and ``step-XXXXXXX.ckpt`` every ``every`` steps.
+
+    Each file is written to a temporary name and renamed, so a killed run never leaves a partial
+    checkpoint under a real name. Only the newest ``keep`` step-numbered checkpoints are kept.
+    """
+
+    def __init__(self, ckpt_dir: Path, last_every: int, every: int = 0, keep: int = 3) -> None:
+        self.dir, self.last_every, self.every, self.keep = Path(ckpt_dir), last_every, every, keep
+
+    def save(self, trainer: L.Trainer, name: str) -> Path:
+        """Atomically write checkpoint ``name``; returns its path."""
+        path = self.dir / name
+        tmp = self.dir / f".{name}.tmp"
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+        return path
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        step = trainer.global_step
+        if self.every and step % self.every == 0:
+            self.save(trainer, f"step-{step:07d}.ckpt")
+            if trainer.is_global_zero:
+                for old in sorted(self.dir.glob("step-*.ckpt"))[: -self.keep]:
+                    old.unlink()
+        if step % self.last_every == 0:
+            self.save(trainer, "last.ckpt")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer, "last.ckpt")
+
+
+class ValidationGrid(L.Callback):
+    """Saves a grid of ``views`` orbit renders every ``every`` steps to ``<run>/val/`` (rank 0)."""
+
+    def __init__(self, out_dir: Path, every: int, views: int, size: int) -> None:
+        self.dir, self.every, self.views, self.size = Path(out_dir), every, views, size
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        step = trainer.global_step
+        if step % self.every != 0 or not trainer.is_global_zero:
+            return
+        assert isinstance(pl_module, PSDSystem)
+        grid = grid_image(pl_module.render_views(self.views, self.size), ncol=self.views)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / f"step-{step:07d}.png"
+        imageio.imwrite(path, to_uint8(grid))
+        logger = trainer.logger
+        if logger is not None and hasattr(logger, "log_image"):
+            logger.log_image(key="val/renders", images=[to_uint8(grid)], step=step)

@@ -1,0 +1,53 @@
+"""Scoring a trained representation: rewards and, where the prior knows its data, fidelity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from psdkit.system import PSDSystem
+
+
+def psnr(a: Tensor, b: Tensor) -> Tensor:
+    """[B] PSNR in dB between images [B, 3, H, W] in [0, 1]."""
+    mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return -10 * torch.log10(mse)
+
+
+def fidelity(images: Tensor, references: dict[str, Tensor], matching: list[str]) -> dict[str, Any]:
+    """Which reference object the renders show and how closely.
+
+    Returns ``object`` (best mean PSNR over all references), ``matches_prompt``, ``psnr`` (best mean
+    PSNR over the prompt's objects), ``per_view_psnr`` (for that object) and ``objects_psnr``.
+    """
+    scores = {name: psnr(images, ref.to(images)) for name, ref in references.items()}
+    means = {name: float(s.mean()) for name, s in scores.items()}
+    best = max(means, key=means.__getitem__)
+    target = max(matching or list(means), key=means.__getitem__)
+    return {
+        "object": best,
+        "matches_prompt": best in matching,
+        "psnr": means[target],
+        "target": target,
+        "per_view_psnr": [round(float(v), 3) for v in scores[target]],
+        "objects_psnr": {k: round(v, 3) for k, v in means.items()},
+    }
+
+
+@torch.no_grad()
+def evaluate(system: PSDSystem, views: int, size: int) -> dict[str, Any]:
+    """Render ``views`` orbit views at ``size`` px and score them."""
+    comp = system.components
+    cams = comp.camera.orbit(views, size, size)
+    images = system.render_views(views, size)
+    prompts = [comp.cond.base_prompt] * views
+    out: dict[str, Any] = {"views": views, "resolution": size}
+    if comp.reward is not None:
+        out["train_reward"] = float(comp.reward(images, prompts).mean())
+    out["heldout_rewards"] = {name: float(r(images, prompts).mean()) for name, r in comp.eval_rewards.items()}
+    refs = comp.prior.references(cams.to(system.device))
+    if refs:
+        out["fidelity"] = fidelity(images, refs, comp.prior.answers(comp.cond.base_prompt))
+    return out

@@ -1,0 +1,176 @@
+"""The LightningModule: wires built components; owns the step order, losses, logging and optimizers.
+
+Trainable state (representation, renderer buffers, the strategy's learnable parameters) are
+submodules: checkpointed, optimized and synchronized under DDP. The frozen prior and rewards live in
+a plain :class:`~psdkit.contracts.GuidanceContext` and are never parameters of this module.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from psdkit.config.recipe_schema import RecipeSchema
+from psdkit.contracts import Cameras, GuidanceInput, RenderOutput
+from psdkit.run.build import Components
+from psdkit.run.seeding import step_generator
+
+
+class StepDataset(Dataset):
+    """Step indices 0..n-1. Batches carry no data: each step draws from its own generator."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class PSDSystem(L.LightningModule):
+    """Score distillation of a 3D representation from a frozen 2D prior.
+
+    Args:
+        components: built components (see :func:`psdkit.run.build.build_components`).
+        schema: the validated recipe.
+        run_dir: where validation grids go (None: nowhere).
+    """
+
+    def __init__(self, components: Components, schema: RecipeSchema, run_dir: Path | None = None) -> None:
+        super().__init__()
+        self.representation = components.representation
+        self.renderer = components.renderer
+        self.background = components.background
+        self.guidance = components.guidance
+        self.components = components  # plain attribute: frozen models are reached through it
+        self.schema = schema
+        self.run_dir = run_dir
+        self.bad_steps = 0
+
+    # ---- wiring -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Move the frozen models and the conditioning to this process's device."""
+        self.move_frozen(self.device)
+
+    def move_frozen(self, device: torch.device) -> None:
+        """Put prior, rewards and text embeddings on ``device``."""
+        comp = self.components
+        for model in (comp.prior, comp.reward, *comp.eval_rewards.values()):
+            if model is not None:
+                model.to(device)
+        comp.cond = comp.cond.to(device)
+        self.guidance.ctx.cond = comp.cond
+
+    def on_fit_start(self) -> None:
+        self.move_frozen(self.device)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(StepDataset(self.schema.trainer.max_steps), batch_size=None, shuffle=False)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        o = self.schema.optim
+        groups = [dict(g) for g in self.representation.param_groups()]
+        for g in groups:
+            g["weight_decay"] = o.weight_decay
+        for pg in self.guidance.param_groups():
+            groups.append({"name": f"guidance.{pg.name}", "params": pg.params, "lr": pg.lr(0),
+                           "weight_decay": pg.weight_decay})
+        fused = o.fused and all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
+        return torch.optim.AdamW(groups, betas=o.betas, eps=o.eps, fused=fused or None)
+
+    # ---- the step -------------------------------------------------------------------------------
+    def view_index(self, cameras: Cameras) -> Tensor:
+        """[B] index into the conditioning's view labels."""
+        labels = self.components.cond.labels
+        if labels == [""]:
+            return torch.zeros(len(cameras), dtype=torch.long, device=self.device)
+        p = self.schema.prompt
+        names = cameras.view_labels(p.front_angle, p.back_angle)
+        return torch.tensor([labels.index(n) for n in names], device=self.device)
+
+    def render(self, cameras: Cameras, generator: torch.Generator | None = None) -> RenderOutput:
+        """Render ``cameras`` (moved to this device) with the current representation."""
+        return self.renderer(self.representation, cameras.to(self.device), self.background, generator)
+
+    def regularizers(self, out: RenderOutput) -> dict[str, Tensor]:
+        """Weighted regularizer terms from the render."""
+        cfg, terms = self.schema.loss, {}
+        if cfg.opacity_sparsity > 0:
+            terms["sparsity"] = cfg.opacity_sparsity * out.opacity.mean()
+        if cfg.opacity_entropy > 0:
+            a = out.opacity.clamp(1e-5, 1 - 1e-5)
+            terms["entropy"] = cfg.opacity_entropy * (-(a * a.log() + (1 - a) * (1 - a).log())).mean()
+        return terms
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        step, max_steps = self.global_step, self.schema.trainer.max_steps
+        gen = step_generator(self.schema.seed, self.global_rank, step)
+        self.set_guidance_lr(step)
+        self.representation.update_step(step, max_steps)
+        self.renderer.update_step(self.representation, step)
+        cams = self.components.camera.sample(step, gen).to(self.device)
+        out = self.render(cams, gen)
+        g = self.guidance(GuidanceInput(out.rgb, cams, self.view_index(cams), step, max_steps, gen))
+        terms = self.regularizers(out)
+        loss = g.loss + sum(terms.values())
+        # Keep every learnable parameter in the graph so DDP's reducer sees each one every step,
+        # even on steps where the strategy leaves its own parameters untouched.
+        loss = loss + sum(0.0 * p.sum() for p in self.guidance.parameters())
+        self.log_step(loss, g.logs, terms, out)
+        return loss
+
+    def set_guidance_lr(self, step: int) -> None:
+        """Apply the strategy's learning-rate schedules for ``step``."""
+        if self._trainer is None:
+            return
+        sched = {f"guidance.{pg.name}": pg.lr for pg in self.guidance.param_groups()}
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                if group.get("name") in sched:
+                    group["lr"] = sched[group["name"]](step)
+
+    def log_step(self, loss: Tensor, logs: dict[str, Tensor], terms: dict[str, Tensor], out: RenderOutput) -> None:
+        """Log scalars at the trainer's global step."""
+        every = self.schema.trainer.log_every
+        if self.global_step % every != 0:
+            return
+        scalars = {"train/loss": loss.detach(), **{f"guidance/{k}": v for k, v in logs.items()}}
+        scalars.update({f"loss/{k}": v.detach() for k, v in terms.items()})
+        scalars.update({f"render/{k}": torch.tensor(float(v)) for k, v in out.stats.items()})
+        self.log_dict({k: v.float() for k, v in scalars.items()}, on_step=True, on_epoch=False,
+                      prog_bar=False, sync_dist=False, batch_size=1)
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=1, logger=False)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        clip = self.schema.optim.grad_clip
+        if clip is not None:
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+
+    # ---- evaluation helpers ----------------------------------------------------------------------
+    @torch.no_grad()
+    def render_views(self, n: int, size: int) -> Tensor:
+        """[n, 3, size, size] evaluation renders on the camera sampler's orbit."""
+        cams = self.components.camera.orbit(n, size, size)
+        chunks = [self.render(cams_i).rgb for cams_i in cams.split(8)]
+        return torch.cat(chunks).clamp(0, 1)
+
+
+def grid_image(images: Tensor, ncol: int | None = None) -> Tensor:
+    """[3, H * rows, W * cols] tile of ``images`` [N, 3, H, W]."""
+    n, c, h, w = images.shape
+    ncol = ncol or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / ncol)
+    canvas = torch.ones(c, rows * h, ncol * w, dtype=images.dtype)
+    for i, img in enumerate(images.cpu()):
+        r, col = divmod(i, ncol)
+        canvas[:, r * h : (r + 1) * h, col * w : (col + 1) * w] = img
+    return canvas
