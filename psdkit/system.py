@@ -138,10 +138,7 @@ class PSDSystem(L.LightningModule):
                     group["lr"] = sched[group["name"]](step)
 
     def log_step(self, loss: Tensor, logs: dict[str, Tensor], terms: dict[str, Tensor], out: RenderOutput) -> None:
-        """Log scalars at the trainer's global step."""
-        every = self.schema.trainer.log_every
-        if self.global_step % every != 0:
-            return
+        """Log scalars at the trainer's global step (Lightning keeps every ``trainer.log_every``-th)."""
         scalars = {"train/loss": loss.detach(), **{f"guidance/{k}": v for k, v in logs.items()}}
         scalars.update({f"loss/{k}": v.detach() for k, v in terms.items()})
         scalars.update({f"render/{k}": torch.tensor(float(v)) for k, v in out.stats.items()})

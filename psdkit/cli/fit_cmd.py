@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 from psdkit.config.recipe import load_recipe
@@ -20,7 +19,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
     opts = FitOptions(
         overwrite=args.overwrite, resume=args.resume, run_dir=Path(args.run_dir) if args.run_dir else None,
-        command=shlex.join(["psdkit", *sys.argv[1:]]),
+        command=shlex.join(["psdkit", *args.argv]),
     )
     result = fit(recipe, opts)
     if result is not None:

@@ -31,7 +31,7 @@ class AtomicCheckpoint(L.Callback):
         """Atomically write checkpoint ``name``; returns its path."""
         path = self.dir / name
         tmp = self.dir / f".{name}.tmp"
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, path)
         return path

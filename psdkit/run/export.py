@@ -50,7 +50,7 @@ def extract_mesh(field: Representation, resolution: int, threshold: float) -> tr
     pts = torch.from_numpy(verts).float()
     rgb = torch.cat([field(p.to(dev)).rgb.cpu() for p in pts.split(1 << 18)]).numpy()
     colors = np.concatenate([(rgb * 255).round(), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
-    mesh = trimesh.Trimesh(verts, faces[:, ::-1], vertex_colors=colors, process=True)
+    mesh = trimesh.Trimesh(verts, faces, vertex_colors=colors, process=True)
     parts = mesh.split(only_watertight=False)
     if len(parts) > 1:
         mesh = max(parts, key=lambda m: len(m.faces))

@@ -41,6 +41,8 @@ class FitOptions:
     """Explicit run directory (default ``<output.root>/<name>``)."""
     command: str = ""
     """The command line, recorded in the run directory."""
+    callbacks: list[L.Callback] = dataclasses.field(default_factory=list)
+    """Extra Lightning callbacks (tests, integrations)."""
 
 
 @dataclasses.dataclass
@@ -104,13 +106,14 @@ def make_logger(recipe: Recipe, run_dir: Path) -> Any:
     return make_wandb_logger(recipe, run_dir)
 
 
-def make_trainer(recipe: Recipe, run_dir: Path) -> L.Trainer:
+def make_trainer(recipe: Recipe, run_dir: Path, extra: list[L.Callback] | None = None) -> L.Trainer:
     """A Lightning Trainer configured from ``recipe.trainer``."""
     t = recipe.schema.trainer
     val_every = min(t.val_every, t.max_steps)
     callbacks: list[L.Callback] = [
         AtomicCheckpoint(run_dir / "checkpoints", val_every, t.ckpt_every, t.keep_checkpoints),
         ValidationGrid(run_dir / "val", val_every, t.val_views, recipe.schema.output.eval_resolution),
+        *(extra or []),
     ]
     strategy: Any = t.strategy
     if t.strategy == "ddp":
@@ -173,7 +176,7 @@ def fit(recipe: Recipe, opts: FitOptions) -> FitResult | None:
             shutil.rmtree(run_dir)
         write_run_info(run_dir, recipe, opts)
     system = PSDSystem(components, recipe.schema, run_dir)
-    trainer = make_trainer(recipe, run_dir)
+    trainer = make_trainer(recipe, run_dir, opts.callbacks)
     start = time.perf_counter()
     trainer.fit(system, ckpt_path=str(ckpt) if ckpt else None)
     wall = time.perf_counter() - start
