@@ -53,3 +53,21 @@ class RunDirError(PsdkitError):
     """The run directory exists and would be overwritten."""
 
     exit_code = 2
+
+
+class TrainingDiverged(PsdkitError):
+    """Too many consecutive steps had NaN or Inf gradients; the last good state was saved."""
+
+    exit_code = 4
+
+
+class TrainingInterrupted(PsdkitError):
+    """The run was stopped (Ctrl+C or SIGTERM) after saving a checkpoint."""
+
+    exit_code = 130
+
+
+class OutOfMemory(PsdkitError):
+    """The device ran out of memory; the message names the recipe knobs that reduce memory."""
+
+    exit_code = 5

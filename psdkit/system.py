@@ -54,6 +54,10 @@ class PSDSystem(L.LightningModule):
         self.schema = schema
         self.run_dir = run_dir
         self.bad_steps = 0
+        """Consecutive steps skipped for non-finite gradients."""
+        self.skipped_steps = 0
+        """All steps skipped for non-finite gradients."""
+        self.diverged = False
 
     # ---- wiring -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -147,10 +151,34 @@ class PSDSystem(L.LightningModule):
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=1, logger=False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if self.schema.trainer.skip_nonfinite and not self.grads_finite(params):
+            self.skip_step(params)
+            return
+        self.bad_steps = 0
         clip = self.schema.optim.grad_clip
         if clip is not None:
-            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, clip)
+
+    @staticmethod
+    def grads_finite(params: list[torch.nn.Parameter]) -> bool:
+        """Whether every gradient is finite (one host sync). Gradients are all-reduced first under
+        DDP, so every rank reaches the same answer."""
+        if not params:
+            return True
+        norms = torch._foreach_norm([p.grad for p in params])
+        return bool(torch.isfinite(torch.stack(norms)).all())
+
+    def skip_step(self, params: list[torch.nn.Parameter]) -> None:
+        """Drop this step's gradients (the optimizer then leaves every parameter alone)."""
+        for p in params:
+            p.grad = None
+        self.bad_steps += 1
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, batch_size=1)
+        if self.bad_steps >= self.schema.trainer.max_nonfinite_steps:
+            self.diverged = True
+            self.trainer.should_stop = True
 
     # ---- evaluation helpers ----------------------------------------------------------------------
     @torch.no_grad()

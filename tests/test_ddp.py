@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import torch
 
-SCRIPT = Path(__file__).with_name("ddp_script.py")
-
-
-def run(out: Path, devices: int, batch: int, *overrides: str) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("LOCAL_RANK", None)
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), str(devices), str(batch), *overrides],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+from subprocess_fit import run_fit_script
 
 
 def test_negative_embedding_identical_on_both_ranks(tmp_path):
-    run(tmp_path, 2, 2)
+    run_fit_script(tmp_path, 2, 2, "trainer.max_steps=4")
     r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert r0["world"] == r1["world"] == 2
     assert r0["azimuths"] != r1["azimuths"], "each rank must render different cameras"

@@ -96,6 +96,10 @@ class TrainerConfig:
     """CPU threads for torch (0: torch's default)."""
     progress: bool = True
     """Show a progress bar with it/s and ETA."""
+    skip_nonfinite: bool = True
+    """Skip optimizer steps whose gradients contain NaN or Inf (costs one host sync per step)."""
+    max_nonfinite_steps: int = knob(10, ge=1)
+    """Stop with a checkpoint after this many non-finite steps in a row."""
 
 
 @dataclasses.dataclass(frozen=True)

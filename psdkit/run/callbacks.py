@@ -49,6 +49,11 @@ class AtomicCheckpoint(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer, "last.ckpt")
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """On Ctrl+C or SIGTERM, save ``last.ckpt`` before exiting (other errors keep the last periodic one)."""
+        if isinstance(exception, (KeyboardInterrupt, SystemExit)):
+            self.save(trainer, "last.ckpt")
+
 
 class ValidationGrid(L.Callback):
     """Saves a grid of ``views`` orbit renders every ``every`` steps to ``<run>/val/`` (rank 0)."""

@@ -13,6 +13,7 @@ import resource
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 import yaml
 
 from psdkit.config.recipe import Recipe
-from psdkit.errors import RunDirError
+from psdkit.errors import OutOfMemory, RunDirError, TrainingDiverged, TrainingInterrupted
 from psdkit.run.build import build_components
 from psdkit.run.callbacks import AtomicCheckpoint, ValidationGrid
 from psdkit.run.evaluate import evaluate
@@ -59,13 +60,29 @@ def plan_run_dir(recipe: Recipe, opts: FitOptions) -> tuple[Path, Path | None]:
     run_dir = opts.run_dir or Path(recipe.schema.output.root) / recipe.schema.name
     if opts.resume:
         src = run_dir if opts.resume == "auto" else Path(opts.resume)
-        ckpt = src / "checkpoints" / "last.ckpt"
-        if not ckpt.is_file():
+        ckpt = usable_checkpoint(src / "checkpoints")
+        if ckpt is None:
             if opts.resume == "auto":
                 return _fresh(run_dir, opts), None
-            raise RunDirError(f"{src}: nothing to resume (no checkpoints/last.ckpt)")
+            raise RunDirError(f"{src}: nothing to resume (no readable checkpoint in {src / 'checkpoints'})")
         return src, ckpt
     return _fresh(run_dir, opts), None
+
+
+def usable_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint that loads (``last.ckpt``, then numbered ones); warns about broken ones."""
+    candidates = [ckpt_dir / "last.ckpt", *sorted(ckpt_dir.glob("step-*.ckpt"), reverse=True)]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped the same way
+            warnings.warn(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); trying an older one",
+                          stacklevel=2)
+            continue
+        return path
+    return None
 
 
 def launched_rank() -> int:
@@ -178,8 +195,32 @@ def fit(recipe: Recipe, opts: FitOptions) -> FitResult | None:
     system = PSDSystem(components, recipe.schema, run_dir)
     trainer = make_trainer(recipe, run_dir, opts.callbacks)
     start = time.perf_counter()
-    trainer.fit(system, ckpt_path=str(ckpt) if ckpt else None)
+    train(trainer, system, ckpt, run_dir)
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
     return finish(system, recipe, run_dir, wall, trainer.global_step)
+
+
+MEMORY_KNOBS = (
+    "camera.config.batch_size, camera.config.height/width (and milestones), renderer.config.num_samples, "
+    "renderer.config.chunk, trainer.precision=bf16-mixed, or the prior's dtype"
+)
+
+
+def train(trainer: L.Trainer, system: PSDSystem, ckpt: Path | None, run_dir: Path) -> None:
+    """``trainer.fit`` with the failures a user can act on turned into clear errors."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        trainer.fit(system, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    except torch.OutOfMemoryError as err:
+        raise OutOfMemory(f"out of memory at step {trainer.global_step} ({err}). Reduce: {MEMORY_KNOBS}") from err
+    except SystemExit as err:  # Lightning turns SIGTERM and Ctrl+C into SystemExit after on_exception
+        raise TrainingInterrupted(
+            f"stopped at step {trainer.global_step}; saved {last}; continue with: psdkit fit RECIPE --resume {run_dir}"
+        ) from err
+    if system.diverged:
+        raise TrainingDiverged(
+            f"{system.bad_steps} consecutive steps with NaN/Inf gradients (stopped at step {trainer.global_step}); "
+            f"the last good state is in {last}. Lower the learning rates or the guidance scale, or set optim.grad_clip"
+        )

@@ -49,7 +49,7 @@ class VolumeRenderer(Renderer):
     def __init__(self, config: VolumeRendererConfig) -> None:
         super().__init__(config)
         r = config.occupancy_resolution
-        self.register_buffer("grid_density", torch.full((r, r, r), float("inf")))
+        self.register_buffer("grid_density", torch.zeros(r, r, r))
         self.register_buffer("grid_step", torch.tensor(-1, dtype=torch.long))
 
     @torch.no_grad()
@@ -61,8 +61,9 @@ class VolumeRenderer(Renderer):
         axis = (torch.arange(r, device=self.grid_density.device) + 0.5) / r * 2 - 1
         pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).view(-1, 3) * field.bound
         dens = torch.cat([field.density(p) for p in pts.split(c.chunk)]).view(r, r, r)
-        old = self.grid_density
-        self.grid_density.copy_(torch.where(torch.isinf(old), dens, torch.maximum(old * c.occupancy_decay, dens)))
+        if self.grid_step >= 0:
+            dens = torch.maximum(self.grid_density * c.occupancy_decay, dens)
+        self.grid_density.copy_(dens)
         self.grid_step.fill_(step)
 
     def occupied(self, points: Tensor, bound: float) -> Tensor:
