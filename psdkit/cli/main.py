@@ -33,6 +33,18 @@ def _doctor(args: argparse.Namespace) -> int:
     return doctor(args)
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from psdkit.cli.sweep_cmd import sweep
+
+    return sweep(args)
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from psdkit.cli.sweep_cmd import agent
+
+    return agent(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="psdkit", description="Preference-aligned text-to-3D.")
@@ -59,6 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.set_defaults(func=_show)
 
+    sweep = sub.add_parser("sweep", help="validate and run a sweep (locally, or create it on W&B)")
+    sweep.add_argument("sweep", help="sweep YAML file")
+    sweep.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every trial")
+    sweep.add_argument("--local", choices=["grid", "random"], help="run here without a W&B server")
+    sweep.add_argument("--count", type=int, help="trials of a random sweep")
+    sweep.add_argument("--out", help="parent folder of the sweep's runs (default: the recipe's output.root)")
+    sweep.add_argument("--dry-run", action="store_true", help="validate and list the trials only")
+    sweep.add_argument("--project", default="psdkit", help="W&B project")
+    sweep.add_argument("--entity", help="W&B entity")
+    sweep.set_defaults(func=_sweep)
+
+    agent = sub.add_parser("agent", help="run trials of a W&B sweep")
+    agent.add_argument("sweep_id")
+    agent.add_argument("--count", type=int, help="trials to run (default: until the sweep ends)")
+    agent.add_argument("--project", default="psdkit", help="W&B project")
+    agent.add_argument("--entity", help="W&B entity")
+    agent.set_defaults(func=_agent)
+
     doctor = sub.add_parser("doctor", help="versions, devices, fast paths, weights")
     doctor.add_argument("recipe", nargs="?", help="also check what this recipe needs")
     doctor.set_defaults(func=_doctor)
@@ -68,7 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for bad input, no traceback unless --debug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options (`fit r.yaml --overwrite a.b=1`): argparse leaves them over
+    stray = [a for a in extra if "=" not in a or a.startswith("-")]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     args.argv = argv
     func: Callable[[argparse.Namespace], int] = args.func
     try:

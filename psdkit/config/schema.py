@@ -124,7 +124,10 @@ def _check_bounds(value: Any, bounds: Mapping[str, float], path: str) -> None:
     for key, bound in bounds.items():
         fn, sym = ops[key]
         if not all(fn(v, bound) for v in values):
-            raise RecipeError(path, f"out of range, must be {sym} {bound}", value)
+            found = value
+            if isinstance(value, Schedule):
+                found = value.start if value.end is None else {"start": value.start, "end": value.end}
+            raise RecipeError(path, f"out of range, must be {sym} {bound}", found)
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:

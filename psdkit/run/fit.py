@@ -199,7 +199,12 @@ def fit(recipe: Recipe, opts: FitOptions) -> FitResult | None:
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
-    return finish(system, recipe, run_dir, wall, trainer.global_step)
+    result = finish(system, recipe, run_dir, wall, trainer.global_step)
+    from psdkit.run.wandb_logging import is_wandb, log_results
+
+    if is_wandb(trainer.logger):
+        log_results(trainer.logger, trainer.global_step, result.metrics, result.files)
+    return result
 
 
 MEMORY_KNOBS = (

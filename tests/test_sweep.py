@@ -1,0 +1,79 @@
+"""Sweeps: every value validated against the recipe schema first; the local backend runs trials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from psdkit.cli.main import main
+from psdkit.errors import RecipeError
+from psdkit.sweep import expand, load_sweep, metric_value, wandb_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "trainer.max_steps=2", "trainer.progress=false", "trainer.threads=1", "camera.config.batch_size=1",
+    "camera.config.height=16", "camera.config.width=16", "prior.config.resolution=16",
+    "renderer.config.num_samples=8", "output.eval_views=2", "output.eval_resolution=16", "output.video_views=0",
+    "output.mesh=false", "logger.name=none",
+]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "s.yaml"
+    p.write_text(f"recipe: {ROOT / 'recipes' / 'quickstart.yaml'}\n{text}")
+    return p
+
+
+def test_shipped_sweeps_validate():
+    for path in sorted((ROOT / "sweeps").glob("*.yaml")):
+        spec, recipe = load_sweep(path)
+        assert recipe.is_file() and spec.parameters
+
+
+@pytest.mark.parametrize(("body", "match"), [
+    ("metric: {name: x}\nparameters:\n  guidance.config.neg_lr: {values: [0.1, -1]}\n",
+     r"parameters\.guidance\.config\.neg_lr\[1\]: .*guidance\.config\.neg_lr: out of range, must be >= 0\.0 "
+     r"\(found -1\.0\)"),
+    ("metric: {name: x}\nparameters:\n  guidance.config.nope: {values: [1]}\n",
+     r"parameters\.guidance\.config\.nope\[0\]: .*unknown key"),
+    ("metric: {name: x}\nparameters:\n  reward.name: {values: [no-such-reward]}\n",
+     r"parameters\.reward\.name\[0\]: .*no reward plugin with this name"),
+    ("metric: {name: x}\nparameters:\n  seed: {min: 3}\n", r"parameters\.seed: a range needs both min and max"),
+    ("metric: {name: x}\nmethod: annealing\nparameters: {}\n", r"method: not an allowed value"),
+])
+def test_bad_sweeps_name_the_parameter(tmp_path, body, match):
+    with pytest.raises(RecipeError, match=match):
+        load_sweep(write(tmp_path, body))
+
+
+def test_expansion():
+    spec, _ = load_sweep(ROOT / "sweeps" / "psd_scale_lr_seed.yaml")
+    grid = expand(spec, "grid")
+    assert len(grid) == 8 and len({json.dumps(t, sort_keys=True) for t in grid}) == 8
+    rnd = expand(spec, "random", 5)
+    assert len(rnd) == 5 and rnd == expand(spec, "random", 5), "random sweeps are seeded"
+    cfg = wandb_config(spec, Path("r.yaml"))
+    assert cfg["metric"]["name"] == "final/heldout_rewards/analytic-heldout"
+    assert cfg["parameters"]["_recipe"] == {"value": "r.yaml"}
+
+
+def test_metric_lookup_handles_slashes_in_names():
+    metrics = {"heldout_rewards": {"analytic-heldout": 0.5, "a/b": 2}, "fidelity": {"psnr": 20.0}}
+    assert metric_value(metrics, "heldout_rewards/analytic-heldout") == 0.5
+    assert metric_value(metrics, "heldout_rewards/a/b") == 2
+    assert metric_value(metrics, "fidelity/psnr") == 20.0 and metric_value(metrics, "nope") is None
+
+
+def test_local_grid_runs_every_trial(tmp_path, capsys):
+    sweep = write(tmp_path, "name: mini\nmetric: {name: train_reward}\nparameters:\n"
+                            "  guidance.config.neg_lr: {values: [0.01, 0.1]}\n  seed: {values: [0, 1]}\n")
+    assert main(["sweep", str(sweep), "--local", "grid", "--out", str(tmp_path / "out"), *TINY]) == 0
+    summary = json.loads((tmp_path / "out" / "mini" / "sweep.json").read_text())
+    assert len(summary["trials"]) == 4
+    assert all(t["metric"] is not None for t in summary["trials"])
+    for t in summary["trials"]:
+        recipe = (Path(t["run_dir"]) / "recipe.yaml").read_text()
+        assert f"neg_lr:\n      start: {t['params']['guidance.config.neg_lr']}" in recipe
+    assert "train_reward" in capsys.readouterr().out
