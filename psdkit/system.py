@@ -114,15 +114,21 @@ class PSDSystem(L.LightningModule):
             terms["entropy"] = cfg.opacity_entropy * (-(a * a.log() + (1 - a) * (1 - a).log())).mean()
         return terms
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         step, max_steps = self.global_step, self.schema.trainer.max_steps
-        gen = step_generator(self.schema.seed, self.global_rank, step)
+        seed, rank, world = self.schema.seed, self.global_rank, self.trainer.world_size
         self.set_guidance_lr(step)
         self.representation.update_step(step, max_steps)
         self.renderer.update_step(self.representation, step)
-        cams = self.components.camera.sample(step, gen).to(self.device)
-        out = self.render(cams, gen)
-        g = self.guidance(GuidanceInput(out.rgb, cams, self.view_index(cams), step, max_steps, gen))
+        # Cameras and guidance noise are drawn for the global batch (same on every rank) and sliced,
+        # so results do not depend on how the batch is split; render jitter is per rank.
+        all_cams = self.components.camera.sample(step, step_generator(seed, 0, step, "camera"), world)
+        per_rank = len(all_cams) // world
+        cams = all_cams.split(per_rank)[rank].to(self.device)
+        out = self.render(cams, step_generator(seed, rank, step, "render"))
+        inp = GuidanceInput(out.rgb, cams, self.view_index(cams), step, max_steps,
+                            step_generator(seed, 0, step, "guidance"), rank * per_rank, len(all_cams))
+        g = self.guidance(inp)
         terms = self.regularizers(out)
         loss = g.loss + sum(terms.values())
         # Keep every learnable parameter in the graph so DDP's reducer sees each one every step,

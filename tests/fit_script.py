@@ -38,8 +38,10 @@ class DumpState(L.Callback):
         self.azimuths: list[float] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        gen = step_generator(pl_module.schema.seed, trainer.global_rank, trainer.global_step)
-        self.azimuths += pl_module.components.camera.sample(trainer.global_step, gen).azimuth.tolist()
+        gen = step_generator(pl_module.schema.seed, 0, trainer.global_step, "camera")
+        world, rank = trainer.world_size, trainer.global_rank
+        cams = pl_module.components.camera.sample(trainer.global_step, gen, world)
+        self.azimuths += cams.split(len(cams) // world)[rank].azimuth.tolist()
 
     def on_train_batch_end(self, trainer, pl_module, *args) -> None:
         if self.kill_at is not None and trainer.global_step == self.kill_at:

@@ -121,8 +121,10 @@ class CameraSampler(abc.ABC):
         self.config = config
 
     @abc.abstractmethod
-    def sample(self, step: int, generator: torch.Generator) -> Cameras:
-        """Training cameras for ``step`` (batch size and resolution may depend on the step)."""
+    def sample(self, step: int, generator: torch.Generator, num_ranks: int = 1) -> Cameras:
+        """The *global* batch of training cameras for ``step``: ``num_ranks`` x the per-rank batch size
+        (batch size and resolution may depend on the step). Every rank draws the same global batch and
+        renders its own slice, so views are spread over all ranks."""
 
     @abc.abstractmethod
     def orbit(self, n: int, height: int | None = None, width: int | None = None) -> Cameras:

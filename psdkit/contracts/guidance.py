@@ -63,7 +63,13 @@ class GuidanceInput:
     step: int
     max_steps: int
     generator: torch.Generator
-    """Seeded per (seed, rank, step): all randomness of the step must come from it."""
+    """Seeded per (seed, step), the same on every rank: draw randomness for the *global* batch from
+    it and keep rows ``batch_offset : batch_offset + B`` (:func:`psdkit.ops.distill.draw_noise` does
+    this), so a run's result does not depend on how the global batch is split across ranks."""
+    batch_offset: int = 0
+    """Index of this rank's first sample in the global batch."""
+    global_batch: int | None = None
+    """Samples in the global batch (all ranks); None: this batch is the whole batch."""
 
 
 @dataclasses.dataclass

@@ -19,6 +19,23 @@ def sample_timesteps(
     return torch.randint(t_lo, t_hi + 1, (n,), generator=generator)
 
 
+def draw_noise(
+    generator: torch.Generator, shape: tuple[int, ...], lo: float, hi: float, num_train_timesteps: int,
+    offset: int = 0, global_batch: int | None = None, copies: int = 1,
+) -> tuple[Tensor, Tensor]:
+    """Timesteps [copies * B] and noise [copies * B, ...] for rows ``offset : offset + B`` of a global batch.
+
+    Draws for the whole global batch and slices, so the samples a rank gets do not depend on the
+    number of ranks. ``copies`` independent noise draws share each sample's timestep.
+    """
+    b = shape[0]
+    total = global_batch or b
+    rows = slice(offset, offset + b)
+    t = sample_timesteps(total, lo, hi, num_train_timesteps, generator)[rows]
+    eps = [torch.randn((total, *shape[1:]), generator=generator)[rows] for _ in range(copies)]
+    return t.repeat(copies), torch.cat(eps)
+
+
 def timestep_weight(kind: Weighting, alpha: Tensor, sigma: Tensor) -> Tensor:
     """w(t) [B]: ``sds`` = sigma^2 (DreamFusion), ``uniform`` = 1, ``sqrt_snr_inv`` = sigma / alpha
     (LucidDreamer)."""

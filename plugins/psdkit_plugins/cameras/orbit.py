@@ -80,9 +80,10 @@ class OrbitCameraSampler(CameraSampler):
                 spec = (m.batch_size, m.height, m.width)
         return spec
 
-    def sample(self, step: int, generator: torch.Generator) -> Cameras:
+    def sample(self, step: int, generator: torch.Generator, num_ranks: int = 1) -> Cameras:
         c = self.config
         b, h, w = self.batch_spec(step)
+        b *= num_ranks
 
         def uniform(lo: float, hi: float) -> torch.Tensor:
             return lo + (hi - lo) * torch.rand(b, generator=generator)

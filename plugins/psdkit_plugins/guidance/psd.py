@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceContext, GuidanceInput, GuidanceOutput, GuidanceStrategy, ParamGroup
-from psdkit.ops.distill import Weighting, broadcast, residual_loss, sample_timesteps, timestep_weight
+from psdkit.ops.distill import Weighting, broadcast, draw_noise, residual_loss, timestep_weight
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,18 +112,18 @@ class PSD(GuidanceStrategy):
         z = prior.encode_images(inp.images)
         b, update = z.shape[0], self.updating(inp.step, inp.max_steps)
         n_noise = 2 if (update and c.neg_loss == "pairwise") else 1
-        t = sample_timesteps(b, c.t_min(inp.step), c.t_max(inp.step), prior.num_train_timesteps, inp.generator)
-        t = t.repeat(n_noise).to(z.device)
+        t, eps = draw_noise(inp.generator, tuple(z.shape), c.t_min(inp.step), c.t_max(inp.step),
+                            prior.num_train_timesteps, inp.batch_offset, inp.global_batch, copies=n_noise)
+        t, eps = t.to(z.device), eps.to(z)
         zz = z.repeat(n_noise, 1, 1, 1)
         cams = inp.cameras.repeat(n_noise)
         vi = inp.view_index.repeat(n_noise)
-        eps = torch.randn(zz.shape, generator=inp.generator).to(z)
         alpha, sigma = prior.alpha_sigma(t)
         x_t = broadcast(alpha, zz) * zz.detach() + broadcast(sigma, zz) * eps
         eps_y, eps_n, eps_t = self._teacher(x_t, t, vi, cams, inp.step, update)
         w = timestep_weight(c.weighting, alpha, sigma)
         grad = broadcast(w, zz) * (eps_t.detach() - eps)
-        loss = c.loss_scale * residual_loss(zz, grad) * (1.0 / n_noise) * n_noise
+        loss = c.loss_scale * residual_loss(zz, grad)
         logs: dict[str, Tensor] = {"grad_norm": grad.flatten(1).norm(dim=1).mean().detach()}
         if update:
             neg_loss, neg_logs = self._neg_loss(x_t, t, eps, eps_y, eps_n, eps_t, vi, w, n_noise)

@@ -12,7 +12,7 @@ import torch
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import Weighting, broadcast, residual_loss, sample_timesteps, timestep_weight
+from psdkit.ops.distill import Weighting, broadcast, draw_noise, residual_loss, timestep_weight
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +43,9 @@ class SDS(GuidanceStrategy):
     def forward(self, inp: GuidanceInput) -> GuidanceOutput:
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
         z = prior.encode_images(inp.images)
-        b = z.shape[0]
-        t = sample_timesteps(b, c.t_min(inp.step), c.t_max(inp.step), prior.num_train_timesteps, inp.generator).to(z.device)
-        eps = torch.randn(z.shape, generator=inp.generator).to(z)
+        t, eps = draw_noise(inp.generator, tuple(z.shape), c.t_min(inp.step), c.t_max(inp.step),
+                            prior.num_train_timesteps, inp.batch_offset, inp.global_batch)
+        t, eps = t.to(z.device), eps.to(z)
         alpha, sigma = prior.alpha_sigma(t)
         x_t = broadcast(alpha, z) * z.detach() + broadcast(sigma, z) * eps
         e_y = cond.prompt_emb[inp.view_index]
