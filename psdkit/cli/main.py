@@ -45,6 +45,12 @@ def _agent(args: argparse.Namespace) -> int:
     return agent(args)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from psdkit.cli.bench_cmd import bench
+
+    return bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="psdkit", description="Preference-aligned text-to-3D.")
@@ -88,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--project", default="psdkit", help="W&B project")
     agent.add_argument("--entity", help="W&B entity")
     agent.set_defaults(func=_agent)
+
+    bench = sub.add_parser("bench", help="benchmarks (docs/benchmarks.md)")
+    bench.add_argument("which", choices=["alignment"], help="which benchmark")
+    bench.add_argument("--recipes", nargs="+", default=["recipes/quickstart.yaml", "recipes/quickstart_sds.yaml"],
+                       help="recipes to compare")
+    bench.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per recipe")
+    bench.add_argument("--json", help="write the rows and summary here")
+    bench.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every run")
+    bench.set_defaults(func=_bench)
 
     doctor = sub.add_parser("doctor", help="versions, devices, fast paths, weights")
     doctor.add_argument("recipe", nargs="?", help="also check what this recipe needs")

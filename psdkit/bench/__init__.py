@@ -1,0 +1,1 @@
+"""Benchmarks: ``psdkit bench alignment`` (strategies x seeds on the analytic world)."""
