@@ -14,7 +14,8 @@ def posterior_eps(prior, x_t, t, text_emb, cameras):
         abar = prior.alphas_cumprod[t[b]]
         a, sig = abar.sqrt(), (1 - abar).sqrt()
         var = a * a * s * s + sig * sig
-        logits = torch.stack([prior.config.temperature * (text_emb[b] @ prior.keys[k]).sum() for k in range(mu.shape[0])])
+        tau, k_all = prior.config.temperature, range(mu.shape[0])
+        logits = torch.stack([tau * (text_emb[b] @ prior.keys[k]).sum() for k in k_all])
         logw = logits.log_softmax(0)
         loglik = torch.stack([-((x_t[b] - a * mu[k, b]) ** 2).sum() / (2 * var) for k in range(mu.shape[0])])
         resp = (logw + loglik).softmax(0)

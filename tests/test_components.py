@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from psdkit.config.schema import build_config
-from psdkit.ops.hashgrid import hash_encode, hash_encode_reference, level_resolutions
-from psdkit.testing import conformance, tiny
 from psdkit_plugins.backgrounds.solid import SolidBackground
 from psdkit_plugins.cameras.orbit import OrbitCameraSampler
 from psdkit_plugins.priors.analytic import AnalyticPrior
@@ -15,6 +11,10 @@ from psdkit_plugins.renderers.volume import VolumeRenderer
 from psdkit_plugins.representations.hashgrid_nerf import HashGridNeRF
 from psdkit_plugins.rewards.analytic import AnalyticReward
 from psdkit_plugins.rewards.analytic_heldout import AnalyticHeldoutReward
+
+from psdkit.config.schema import build_config
+from psdkit.ops.hashgrid import hash_encode, hash_encode_reference, level_resolutions
+from psdkit.testing import conformance, tiny
 
 
 class TestAnalyticPrior(conformance.PriorConformance):

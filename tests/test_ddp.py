@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from subprocess_fit import run_fit_script
 
 

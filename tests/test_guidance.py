@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from analytic_reference import posterior_eps
+from psdkit_plugins.guidance.psd import PSD
+from psdkit_plugins.guidance.sds import SDS
+
 from psdkit.config.schema import build_config
 from psdkit.contracts import GuidanceInput
 from psdkit.ops.distill import sample_timesteps
 from psdkit.testing import tiny
 from psdkit.testing.conformance import GuidanceConformance
-from psdkit_plugins.guidance.psd import PSD
-from psdkit_plugins.guidance.sds import SDS
 
 B, R = 2, 16
 

@@ -60,7 +60,8 @@ BAD = {
     "wrong type": ("trainer:\n  max_steps: many\n", r"trainer\.max_steps: expected an integer \(found 'many'\)"),
     "out of range": ("renderer:\n  config:\n    num_samples: 0\n",
                      r"renderer\.config\.num_samples: out of range, must be >= 2 \(found 0\)"),
-    "bad enum": ("guidance:\n  config:\n    form: p3\n", r"guidance\.config\.form: not an allowed value \(found 'p3'\)"),
+    "bad enum": ("guidance:\n  config:\n    form: p3\n",
+                 r"guidance\.config\.form: not an allowed value \(found 'p3'\)"),
     "missing reward": ("reward: null\n", r"reward: guidance 'psd' needs a reward model"),
     "top-level typo": ("trainr:\n  max_steps: 3\n", r"trainr: unknown key"),
 }

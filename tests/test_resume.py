@@ -6,7 +6,6 @@ import json
 import random
 
 import torch
-
 from subprocess_fit import run_fit_script
 
 ARGS = ("trainer.max_steps=10", "trainer.val_every=3")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-
 from analytic_reference import posterior_eps
+
 from psdkit.testing import tiny
 from psdkit.world import DEFAULT_OBJECTS, render_objects
 

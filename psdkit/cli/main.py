@@ -3,52 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 
 from psdkit.errors import PsdkitError
 
 
-def _fit(args: argparse.Namespace) -> int:
-    from psdkit.cli.fit_cmd import run_fit
+def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
+    """A sub-command handler that imports ``module:function`` only when the command runs."""
 
-    return run_fit(args)
+    def run(args: argparse.Namespace) -> int:
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)(args)
 
-
-def _plugins(args: argparse.Namespace) -> int:
-    from psdkit.cli.plugins_cmd import list_plugins
-
-    return list_plugins(args)
-
-
-def _show(args: argparse.Namespace) -> int:
-    from psdkit.cli.plugins_cmd import show_plugin
-
-    return show_plugin(args)
-
-
-def _doctor(args: argparse.Namespace) -> int:
-    from psdkit.cli.doctor_cmd import doctor
-
-    return doctor(args)
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    from psdkit.cli.sweep_cmd import sweep
-
-    return sweep(args)
-
-
-def _agent(args: argparse.Namespace) -> int:
-    from psdkit.cli.sweep_cmd import agent
-
-    return agent(args)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from psdkit.cli.bench_cmd import bench
-
-    return bench(args)
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,16 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--run-dir", help="run directory (default: <output.root>/<name>)")
     fit.add_argument("--validate-only", action="store_true", help="check the recipe and exit")
     fit.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    fit.set_defaults(func=_fit)
+    fit.set_defaults(func=_lazy("psdkit.cli.fit_cmd:run_fit"))
 
     plugins = sub.add_parser("plugins", help="list installed components (imports nothing)")
     plugins.add_argument("kind", nargs="?", help="only this kind")
-    plugins.set_defaults(func=_plugins)
+    plugins.set_defaults(func=_lazy("psdkit.cli.plugins_cmd:list_plugins"))
 
     show = sub.add_parser("show", help="document one plugin's config")
     show.add_argument("kind")
     show.add_argument("name")
-    show.set_defaults(func=_show)
+    show.set_defaults(func=_lazy("psdkit.cli.plugins_cmd:show_plugin"))
 
     sweep = sub.add_parser("sweep", help="validate and run a sweep (locally, or create it on W&B)")
     sweep.add_argument("sweep", help="sweep YAML file")
@@ -86,14 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="validate and list the trials only")
     sweep.add_argument("--project", default="psdkit", help="W&B project")
     sweep.add_argument("--entity", help="W&B entity")
-    sweep.set_defaults(func=_sweep)
+    sweep.set_defaults(func=_lazy("psdkit.cli.sweep_cmd:sweep"))
 
     agent = sub.add_parser("agent", help="run trials of a W&B sweep")
     agent.add_argument("sweep_id")
     agent.add_argument("--count", type=int, help="trials to run (default: until the sweep ends)")
     agent.add_argument("--project", default="psdkit", help="W&B project")
     agent.add_argument("--entity", help="W&B entity")
-    agent.set_defaults(func=_agent)
+    agent.set_defaults(func=_lazy("psdkit.cli.sweep_cmd:agent"))
 
     bench = sub.add_parser("bench", help="benchmarks (docs/benchmarks.md)")
     bench.add_argument("which", choices=["alignment"], help="which benchmark")
@@ -102,11 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per recipe")
     bench.add_argument("--json", help="write the rows and summary here")
     bench.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every run")
-    bench.set_defaults(func=_bench)
+    bench.set_defaults(func=_lazy("psdkit.cli.bench_cmd:bench"))
 
     doctor = sub.add_parser("doctor", help="versions, devices, fast paths, weights")
     doctor.add_argument("recipe", nargs="?", help="also check what this recipe needs")
-    doctor.set_defaults(func=_doctor)
+    doctor.set_defaults(func=_lazy("psdkit.cli.doctor_cmd:doctor"))
     return parser
 
 

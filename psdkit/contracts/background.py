@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from psdkit.contracts.component import Component
 
 
-class Background(nn.Module, abc.ABC):
+class Background(Component, abc.ABC):
     """Colour behind the scene."""
-
-    Config: ClassVar[type]
-
-    def __init__(self, config: Any) -> None:
-        super().__init__()
-        self.config = config
 
     @abc.abstractmethod
     def forward(self, dirs: Tensor, generator: torch.Generator | None = None) -> Tensor:

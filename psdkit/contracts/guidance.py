@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from psdkit.config.schema import Schedule
 from psdkit.contracts.camera import Cameras
+from psdkit.contracts.component import Component
 from psdkit.contracts.prior import DiffusionPrior
 from psdkit.contracts.reward import RewardModel
 
@@ -95,7 +96,7 @@ class ParamGroup:
     weight_decay: float = 0.0
 
 
-class GuidanceStrategy(nn.Module, abc.ABC):
+class GuidanceStrategy(Component, abc.ABC):
     """A score-distillation strategy.
 
     Learnable state (e.g. PSD's negative text embedding) are ``nn.Parameter``s of the strategy:
@@ -103,13 +104,11 @@ class GuidanceStrategy(nn.Module, abc.ABC):
     through :class:`GuidanceContext` and are never submodules.
     """
 
-    Config: ClassVar[type]
     needs_reward: ClassVar[bool] = False
     """True if the strategy cannot run without a reward model."""
 
     def __init__(self, config: Any) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self._ctx: GuidanceContext | None = None
 
     @property

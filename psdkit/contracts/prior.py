@@ -8,25 +8,19 @@ prior's own space ("latents": VAE latents for Stable Diffusion, pixels in [-1, 1
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from psdkit.contracts.camera import Cameras
+from psdkit.contracts.component import Component
 
 
-class DiffusionPrior(nn.Module, abc.ABC):
+class DiffusionPrior(Component, abc.ABC):
     """A frozen text-conditioned denoiser.
 
     Priors are never optimized and never checkpointed. Every method is differentiable with respect
     to its tensor inputs (the negative-embedding update back-propagates through ``predict_noise``).
     """
-
-    Config: ClassVar[type]
-
-    def __init__(self, config: Any) -> None:
-        super().__init__()
-        self.config = config
 
     @property
     @abc.abstractmethod

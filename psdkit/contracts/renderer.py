@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from psdkit.contracts.background import Background
 from psdkit.contracts.camera import Cameras
+from psdkit.contracts.component import Component
 from psdkit.contracts.representation import Representation
 
 
@@ -28,14 +28,8 @@ class RenderOutput:
     """Cheap diagnostics (e.g. fraction of samples skipped), for logging."""
 
 
-class Renderer(nn.Module, abc.ABC):
+class Renderer(Component, abc.ABC):
     """Turns a representation into images. May hold buffers (e.g. an occupancy grid)."""
-
-    Config: ClassVar[type]
-
-    def __init__(self, config: Any) -> None:
-        super().__init__()
-        self.config = config
 
     @abc.abstractmethod
     def forward(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
+
+from psdkit.contracts.component import Component
 
 
 @dataclasses.dataclass
@@ -19,18 +21,12 @@ class FieldOutput:
     """[N, 3] emitted colour in [0, 1]."""
 
 
-class Representation(nn.Module, abc.ABC):
+class Representation(Component, abc.ABC):
     """A trainable radiance field inside the cube [-bound, bound]^3.
 
     Args:
         config: the plugin's ``Config`` instance.
     """
-
-    Config: ClassVar[type]
-
-    def __init__(self, config: Any) -> None:
-        super().__init__()
-        self.config = config
 
     @property
     @abc.abstractmethod

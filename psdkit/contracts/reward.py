@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
 
-from torch import Tensor, nn
+from torch import Tensor
+
+from psdkit.contracts.component import Component
 
 
-class RewardModel(nn.Module, abc.ABC):
+class RewardModel(Component, abc.ABC):
     """A frozen 2D reward model. Higher is better.
 
     Reward models are never optimized and never checkpointed by psdkit.
     """
-
-    Config: ClassVar[type]
-
-    def __init__(self, config: Any) -> None:
-        super().__init__()
-        self.config = config
 
     @abc.abstractmethod
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import torch
+from psdkit_reward_colorfulness import ColorfulnessReward
 
 from psdkit.cli.main import main
 from psdkit.registry import Registry
 from psdkit.testing.conformance import RewardConformance
-from psdkit_reward_colorfulness import ColorfulnessReward
 
 ROOT = Path(__file__).resolve().parents[3]
 

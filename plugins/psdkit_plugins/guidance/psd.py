@@ -168,9 +168,13 @@ class PSD(GuidanceStrategy):
         c = self.config
         r = self._score(x_t, t, eps_cfg, vi).float()
         mean, var, count = self.reward_stats.tolist()
-        m = c.scaling_momentum if count > 0 else 0.0
-        mean = m * mean + (1 - m) * r.mean().item()
-        var = m * var + (1 - m) * ((r - mean) ** 2).mean().item() if count > 0 else max(r.var().item() if len(r) > 1 else 1.0, 1e-8)
+        batch_mean, batch_var = r.mean().item(), r.var(unbiased=False).item()
+        if count == 0:
+            mean, var = batch_mean, max(batch_var, 1e-8)
+        else:
+            m = c.scaling_momentum
+            mean = m * mean + (1 - m) * batch_mean
+            var = m * var + (1 - m) * (batch_var + (batch_mean - mean) ** 2)
         self.reward_stats.copy_(torch.tensor([mean, var, count + 1]))
         rho = (1 + c.scaling_kappa * (mean - r) / (var**0.5 + 1e-6)).clamp(*c.scaling_range)
         return broadcast(rho, x_t).to(x_t)

@@ -52,7 +52,9 @@ class SDS(GuidanceStrategy):
         e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
         with torch.no_grad():
             if c.batch_conditionings:
-                both = prior.predict_noise(x_t.repeat(2, 1, 1, 1), t.repeat(2), torch.cat([e_y, e_b]), inp.cameras.repeat(2))
+                both = prior.predict_noise(
+                    x_t.repeat(2, 1, 1, 1), t.repeat(2), torch.cat([e_y, e_b]), inp.cameras.repeat(2)
+                )
                 eps_y, eps_b = both.chunk(2)
             else:
                 eps_y = prior.predict_noise(x_t, t, e_y, inp.cameras)
