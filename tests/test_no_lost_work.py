@@ -85,3 +85,32 @@ def test_signal_saves_a_checkpoint(tmp_path, sig):
     assert ckpt.is_file(), proc.stderr[-2000:]
     assert torch.load(ckpt, weights_only=True)["global_step"] >= 3
     assert "--resume" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_out_of_memory_names_the_knobs(tmp_path, monkeypatch):
+    import lightning as L
+
+    from psdkit.errors import OutOfMemory
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(L.Trainer, "fit", oom)
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [*TINY, "trainer.max_steps=2"])
+    with pytest.raises(OutOfMemory, match=r"out of memory at step 0 .*camera\.config\.batch_size.*"
+                                          r"renderer\.config\.num_samples.*trainer\.precision"):
+        fit(recipe, FitOptions(run_dir=tmp_path / "run"))
+
+
+def test_resume_auto(tmp_path, monkeypatch):
+    """--resume auto: a fresh run when there is nothing to resume, else continue the recipe's run."""
+    from psdkit.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", str(ROOT / "recipes" / "quickstart.yaml"), "name=auto", *TINY, "logger.name=none"]
+    assert main([*args, "trainer.max_steps=2", "--resume", "auto"]) == 0
+    ckpt = tmp_path / "runs" / "auto" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 2
+    assert main([*args, "trainer.max_steps=4", "--resume", "auto"]) == 0
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 4
+    assert main([*args, "trainer.max_steps=4"]) == 2, "without --resume or --overwrite the run is protected"

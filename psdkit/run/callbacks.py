@@ -7,6 +7,7 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
 import torch
 
 from psdkit.system import PSDSystem, grid_image
@@ -73,3 +74,26 @@ class ValidationGrid(L.Callback):
         logger = trainer.logger
         if logger is not None and hasattr(logger, "log_image"):
             logger.log_image(key="val/renders", images=[to_uint8(grid)], step=step)
+
+
+class StepProgressBar(TQDMProgressBar):
+    """A progress bar over global steps (not epochs): ``step/max_steps``, it/s and ETA, right after a resume too."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float | str]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        bar.reset(total=trainer.max_steps)
+        bar.initial = trainer.global_step
+        bar.n = trainer.global_step
+        bar.set_description("psdkit")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        bar = self.train_progress_bar
+        bar.n = trainer.global_step
+        bar.set_postfix(self.get_metrics(trainer, pl_module))
+        bar.refresh()

@@ -24,7 +24,7 @@ import yaml
 from psdkit.config.recipe import Recipe
 from psdkit.errors import OutOfMemory, RunDirError, TrainingDiverged, TrainingInterrupted
 from psdkit.run.build import build_components
-from psdkit.run.callbacks import AtomicCheckpoint, ValidationGrid
+from psdkit.run.callbacks import AtomicCheckpoint, StepProgressBar, ValidationGrid
 from psdkit.run.evaluate import evaluate
 from psdkit.run.export import export_mesh, export_video
 from psdkit.system import PSDSystem
@@ -132,13 +132,15 @@ def make_trainer(recipe: Recipe, run_dir: Path, extra: list[L.Callback] | None =
         ValidationGrid(run_dir / "val", val_every, t.val_views, recipe.schema.output.eval_resolution),
         *(extra or []),
     ]
+    if t.progress:
+        callbacks.append(StepProgressBar())
     strategy: Any = t.strategy
     if t.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
         strategy = DDPStrategy(process_group_backend="gloo" if t.accelerator == "cpu" else None)
     return L.Trainer(
-        max_steps=t.max_steps, max_epochs=1, accelerator=t.accelerator, devices=t.devices,
+        max_steps=t.max_steps, max_epochs=-1, accelerator=t.accelerator, devices=t.devices,
         num_nodes=t.num_nodes, strategy=strategy, precision=t.precision, logger=make_logger(recipe, run_dir),
         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=t.progress,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
