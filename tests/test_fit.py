@@ -36,7 +36,7 @@ def tiny_overrides(recipe: Path) -> list[str]:
     return [*TINY, *extra]
 
 
-@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT / "recipes")))
 def test_every_recipe_runs_two_steps(recipe, tmp_path):
     result = fit(load_recipe(recipe, tiny_overrides(recipe)), FitOptions(run_dir=tmp_path / "run"))
     assert result is not None and result.metrics["steps"] == 2

@@ -25,7 +25,7 @@ def quickstart_with(tmp_path: Path, recipes_dir: Path, extra: str) -> Path:
 
 
 def test_every_shipped_recipe_validates(recipes_dir):
-    for path in sorted(recipes_dir.glob("*.yaml")):
+    for path in sorted(recipes_dir.rglob("*.yaml")):
         recipe = load_recipe(path)
         assert recipe.components["guidance"].info.dist == "psdkit"
 

@@ -6,7 +6,9 @@ PSNR to the prompt's object (prior fit), and ms per step. Writes a JSON file and
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import multiprocessing
 import statistics
 import subprocess
 import tempfile
@@ -84,16 +86,27 @@ def git_commit() -> str:
         return "unknown"
 
 
-def bench_alignment(recipes: list[Path], seeds: list[int], overrides: list[str], out: Path | None) -> str:
-    """Run the benchmark; write JSON to ``out``; return the markdown table."""
-    rows = []
+def bench_alignment(recipes: list[Path], seeds: list[int], overrides: list[str], out: Path | None,
+                    jobs: int = 1, plot: Path | None = None) -> str:
+    """Run the benchmark (``jobs`` worker processes); write JSON to ``out`` and a plot; return the table."""
+    tasks = [(recipe, seed) for recipe in recipes for seed in seeds]
     with tempfile.TemporaryDirectory() as tmp:
-        for recipe in recipes:
-            for seed in seeds:
-                rows.append(run_one(recipe, seed, overrides, Path(tmp)))
+        if jobs <= 1:
+            rows = [run_one(r, s, overrides, Path(tmp)) for r, s in tasks]
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+                futures = [pool.submit(run_one, r, s, overrides, Path(tmp)) for r, s in tasks]
+                rows = [f.result() for f in futures]
     summary = summarize(rows)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"commit": git_commit(), "overrides": overrides, "summary": summary,
                                    "runs": rows}, indent=2))
+    if plot is not None:
+        from psdkit.bench.plot import scatter
+
+        points = [{**r, "heldout_reward": sum(r["heldout"].values()) / len(r["heldout"])} for r in rows
+                  if r["psnr"] is not None and r["heldout"]]
+        scatter(points, "psnr", "heldout_reward", plot, "held-out reward vs prior fit (PSNR to prompt object)")
     return markdown(summary)

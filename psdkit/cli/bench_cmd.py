@@ -13,7 +13,8 @@ def bench(args: argparse.Namespace) -> int:
 
         seeds = list(range(args.seeds))
         table = bench_alignment([Path(r) for r in args.recipes], seeds, args.overrides,
-                                Path(args.json) if args.json else None)
+                                Path(args.json) if args.json else None, args.jobs,
+                                Path(args.plot) if args.plot else None)
         print(table)
         return 0
     raise SystemExit(f"unknown benchmark {args.which}")

@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="recipes to compare")
     bench.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per recipe")
     bench.add_argument("--json", help="write the rows and summary here")
+    bench.add_argument("--plot", help="write a PNG scatter of held-out reward against prior fit here")
+    bench.add_argument("--jobs", type=int, default=1, help="runs in parallel (worker processes)")
     bench.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every run")
     bench.set_defaults(func=_lazy("psdkit.cli.bench_cmd:bench"))
 

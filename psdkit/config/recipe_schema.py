@@ -122,8 +122,8 @@ class OutputConfig:
     """Export a mesh (GLB and OBJ with vertex colours)."""
     mesh_resolution: int = knob(128, ge=16, le=512)
     """Marching-cubes grid resolution."""
-    mesh_threshold: float = knob(10.0, gt=0.0)
-    """Density level of the surface."""
+    mesh_threshold: float | None = knob(None, gt=0.0)
+    """Density level of the surface; null: automatic (half the median density of occupied cells)."""
     mesh_formats: tuple[Literal["glb", "obj", "ply"], ...] = ("glb", "obj")
     """Mesh files to write."""
 

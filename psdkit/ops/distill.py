@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -58,3 +59,55 @@ def residual_loss(z: Tensor, grad: Tensor) -> Tensor:
 def broadcast(v: Tensor, like: Tensor) -> Tensor:
     """Reshape [B] to [B, 1, 1, ...] to broadcast against ``like``."""
     return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def predict_many(
+    prior: Any, x_t: Tensor, t: Tensor, embeddings: list[Tensor], cameras: Any, batched: bool = True
+) -> list[Tensor]:
+    """eps for each text embedding [B, L, D] at the same ``x_t`` [B, ...] and ``t`` [B].
+
+    ``batched`` runs all conditionings in one prior call (one UNet launch for real priors).
+    """
+    n = len(embeddings)
+    if not batched or n == 1:
+        return [prior.predict_noise(x_t, t, e, cameras) for e in embeddings]
+    reps = (n, *([1] * (x_t.dim() - 1)))
+    out = prior.predict_noise(x_t.repeat(reps), t.repeat(n), torch.cat(embeddings), cameras.repeat(n))
+    return list(out.chunk(n))
+
+
+@dataclasses.dataclass
+class Noised:
+    """Latents of the renders and their forward-noised copies for one step."""
+
+    z: Tensor
+    """[B, ...] latents, differentiable with respect to the 3D representation."""
+    t: Tensor
+    """[copies * B] integer timesteps."""
+    eps: Tensor
+    """[copies * B, ...] the injected noise."""
+    alpha: Tensor
+    """[copies * B]."""
+    sigma: Tensor
+    """[copies * B]."""
+    x_t: Tensor
+    """[copies * B, ...] ``alpha * sg(z) + sigma * eps`` (no gradient to the representation)."""
+
+    @property
+    def zz(self) -> Tensor:
+        """``z`` repeated once per noise copy: [copies * B, ...]."""
+        return self.z.repeat(self.t.shape[0] // self.z.shape[0], *([1] * (self.z.dim() - 1)))
+
+
+def forward_noise(prior: Any, inp: Any, t_lo: float, t_hi: float, copies: int = 1) -> Noised:
+    """Encode ``inp.images`` and noise them at timesteps in ``[t_lo, t_hi]`` (fractions of T).
+
+    Randomness comes from ``inp.generator`` for this rank's slice of the global batch.
+    """
+    z = prior.encode_images(inp.images)
+    t, eps = draw_noise(inp.generator, tuple(z.shape), t_lo, t_hi, prior.num_train_timesteps,
+                        inp.batch_offset, inp.global_batch, copies)
+    t, eps = t.to(z.device), eps.to(z)
+    alpha, sigma = prior.alpha_sigma(t)
+    zz = z.detach().repeat(copies, *([1] * (z.dim() - 1)))
+    return Noised(z, t, eps, alpha, sigma, broadcast(alpha, zz) * zz + broadcast(sigma, zz) * eps)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import lightning as L
-from lightning.pytorch.callbacks import TQDMProgressBar
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from psdkit.system import PSDSystem, grid_image
 

@@ -34,15 +34,28 @@ def density_grid(field: Representation, resolution: int, chunk: int = 1 << 18) -
     return dens.view(resolution, resolution, resolution).numpy()
 
 
-@torch.no_grad()
-def extract_mesh(field: Representation, resolution: int, threshold: float) -> trimesh.Trimesh | None:
-    """Marching-cubes surface at density ``threshold`` with per-vertex colours; None if empty.
+def auto_threshold(grid: np.ndarray) -> float:
+    """Half the median density of the occupied cells (density above 1% of the maximum).
 
-    Keeps the largest connected component (drops floaters).
+    Adapts to the field's density scale and does not depend on how much of the box the object fills.
+    """
+    occupied = grid[grid > 0.01 * grid.max()]
+    return 0.5 * float(np.median(occupied)) if occupied.size else float("inf")
+
+
+@torch.no_grad()
+def extract_mesh(
+    field: Representation, resolution: int, threshold: float | None
+) -> tuple[trimesh.Trimesh | None, float]:
+    """Marching-cubes surface with per-vertex colours, and the density level used; None if empty.
+
+    ``threshold`` None picks the level with :func:`auto_threshold`. Keeps the largest connected
+    component (drops floaters).
     """
     grid = density_grid(field, resolution)
-    if grid.max() < threshold or grid.min() > threshold:
-        return None
+    threshold = auto_threshold(grid) if threshold is None else threshold
+    if not np.isfinite(threshold) or grid.max() < threshold or grid.min() > threshold:
+        return None, threshold
     verts, faces = mcubes.marching_cubes(grid, threshold)
     b = field.bound
     verts = verts / (resolution - 1) * 2 * b - b
@@ -54,18 +67,18 @@ def extract_mesh(field: Representation, resolution: int, threshold: float) -> tr
     parts = mesh.split(only_watertight=False)
     if len(parts) > 1:
         mesh = max(parts, key=lambda m: len(m.faces))
-    return mesh
+    return mesh, threshold
 
 
-def export_mesh(field: Representation, out_dir: Path, resolution: int, threshold: float,
-                formats: tuple[str, ...]) -> list[Path]:
-    """Write the mesh in each of ``formats``; returns the paths (empty if the field has no surface)."""
-    mesh = extract_mesh(field, resolution, threshold)
+def export_mesh(field: Representation, out_dir: Path, resolution: int, threshold: float | None,
+                formats: tuple[str, ...]) -> tuple[list[Path], float]:
+    """Write the mesh in each of ``formats``; returns the paths (empty if no surface) and the level used."""
+    mesh, threshold = extract_mesh(field, resolution, threshold)
     if mesh is None:
-        return []
+        return [], threshold
     paths = []
     for fmt in formats:
         path = out_dir / f"mesh.{fmt}"
         mesh.export(path)
         paths.append(path)
-    return paths
+    return paths, threshold

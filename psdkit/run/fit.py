@@ -170,10 +170,12 @@ def finish(system: PSDSystem, recipe: Recipe, run_dir: Path, wall: float, steps:
         files["video"] = str(export_video(system, run_dir / "turntable.mp4", out.video_views,
                                           out.video_resolution, out.video_fps))
     if out.mesh:
-        paths = export_mesh(system.representation, run_dir, out.mesh_resolution, out.mesh_threshold, out.mesh_formats)
+        paths, level = export_mesh(system.representation, run_dir, out.mesh_resolution, out.mesh_threshold,
+                                   out.mesh_formats)
         files.update({p.suffix[1:]: str(p) for p in paths})
+        metrics["mesh_threshold"] = round(level, 4)
         if not paths:
-            metrics["mesh_warning"] = f"no surface at density {out.mesh_threshold}; lower output.mesh_threshold"
+            metrics["mesh_warning"] = f"no surface at density {level:.4g}; set output.mesh_threshold"
     metrics["peak_memory_mb"] = round(peak_memory_mb(), 1)
     metrics["files"] = files
     tmp = run_dir / ".metrics.json.tmp"

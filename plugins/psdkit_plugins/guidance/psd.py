@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceContext, GuidanceInput, GuidanceOutput, GuidanceStrategy, ParamGroup
-from psdkit.ops.distill import Weighting, broadcast, draw_noise, residual_loss, timestep_weight
+from psdkit.ops.distill import Weighting, broadcast, forward_noise, residual_loss, timestep_weight
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,17 +109,12 @@ class PSD(GuidanceStrategy):
 
     def forward(self, inp: GuidanceInput) -> GuidanceOutput:
         c, prior = self.config, self.ctx.prior
-        z = prior.encode_images(inp.images)
-        b, update = z.shape[0], self.updating(inp.step, inp.max_steps)
+        update = self.updating(inp.step, inp.max_steps)
         n_noise = 2 if (update and c.neg_loss == "pairwise") else 1
-        t, eps = draw_noise(inp.generator, tuple(z.shape), c.t_min(inp.step), c.t_max(inp.step),
-                            prior.num_train_timesteps, inp.batch_offset, inp.global_batch, copies=n_noise)
-        t, eps = t.to(z.device), eps.to(z)
-        zz = z.repeat(n_noise, 1, 1, 1)
+        n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step), copies=n_noise)
+        b, zz, t, eps, alpha, sigma, x_t = n.z.shape[0], n.zz, n.t, n.eps, n.alpha, n.sigma, n.x_t
         cams = inp.cameras.repeat(n_noise)
         vi = inp.view_index.repeat(n_noise)
-        alpha, sigma = prior.alpha_sigma(t)
-        x_t = broadcast(alpha, zz) * zz.detach() + broadcast(sigma, zz) * eps
         eps_y, eps_n, eps_t = self._teacher(x_t, t, vi, cams, inp.step, update)
         w = timestep_weight(c.weighting, alpha, sigma)
         grad = broadcast(w, zz) * (eps_t.detach() - eps)

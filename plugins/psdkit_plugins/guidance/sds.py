@@ -12,7 +12,14 @@ import torch
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import Weighting, broadcast, draw_noise, residual_loss, timestep_weight
+from psdkit.ops.distill import (
+    Weighting,
+    broadcast,
+    forward_noise,
+    predict_many,
+    residual_loss,
+    timestep_weight,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,23 +49,12 @@ class SDS(GuidanceStrategy):
 
     def forward(self, inp: GuidanceInput) -> GuidanceOutput:
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
-        z = prior.encode_images(inp.images)
-        t, eps = draw_noise(inp.generator, tuple(z.shape), c.t_min(inp.step), c.t_max(inp.step),
-                            prior.num_train_timesteps, inp.batch_offset, inp.global_batch)
-        t, eps = t.to(z.device), eps.to(z)
-        alpha, sigma = prior.alpha_sigma(t)
-        x_t = broadcast(alpha, z) * z.detach() + broadcast(sigma, z) * eps
+        n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step))
+        z, t, eps, alpha, sigma, x_t = n.z, n.t, n.eps, n.alpha, n.sigma, n.x_t
         e_y = cond.prompt_emb[inp.view_index]
         e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
         with torch.no_grad():
-            if c.batch_conditionings:
-                both = prior.predict_noise(
-                    x_t.repeat(2, 1, 1, 1), t.repeat(2), torch.cat([e_y, e_b]), inp.cameras.repeat(2)
-                )
-                eps_y, eps_b = both.chunk(2)
-            else:
-                eps_y = prior.predict_noise(x_t, t, e_y, inp.cameras)
-                eps_b = prior.predict_noise(x_t, t, e_b, inp.cameras)
+            eps_y, eps_b = predict_many(prior, x_t, t, [e_y, e_b], inp.cameras, c.batch_conditionings)
             eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)
             grad = broadcast(timestep_weight(c.weighting, alpha, sigma), z) * (eps_cfg - eps)
         loss = c.loss_scale * residual_loss(z, grad)

@@ -1,0 +1,77 @@
+"""DreamReward-style reward feedback (DreamFL, https://arxiv.org/abs/2403.14613).
+
+SDS plus a hinge on the reward, switched on inside a window of training:
+``loss = SDS + reward_weight * relu(threshold - R(img))``. At small t (``t <= straight_through_t``) the
+image is the decoded one-step x0 estimate wired straight-through to the render
+(``img = render - sg(render - x0)``); otherwise it is the render itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from psdkit.config.schema import Schedule, knob
+from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
+from psdkit.ops.distill import Weighting, broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+
+
+@dataclasses.dataclass(frozen=True)
+class DreamRewardConfig:
+    """Config of the DreamReward-style strategy."""
+
+    reward_weight: float = knob(1.0, ge=0.0)
+    """Weight of the hinge term (DreamReward matches its magnitude to SDS, then x0.6)."""
+    threshold: float = 1.0
+    """Hinge threshold: rewards above it give no gradient."""
+    reward_start: float = knob(0.6, ge=0.0, le=1.0)
+    """Fraction of training where the reward term starts (6000 of 10000 in DreamReward)."""
+    reward_stop: float = knob(1.0, ge=0.0, le=1.0)
+    """Fraction of training where it stops."""
+    straight_through_t: float = knob(0.1, ge=0.0, le=1.0)
+    """At or below this fraction of T the reward sees the straight-through x0 estimate."""
+    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
+    """s, CFG scale of the SDS term."""
+    use_negative_prompt: bool = True
+    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
+    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
+    """Lowest timestep, as a fraction of T."""
+    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
+    """Highest timestep, as a fraction of T."""
+    weighting: Weighting = "sds"
+    """w(t)."""
+    batch_conditionings: bool = True
+    """Run both conditionings in one prior call."""
+
+
+class DreamReward(GuidanceStrategy):
+    """SDS with a hinge reward loss in a training window."""
+
+    Config = DreamRewardConfig
+    needs_reward = True
+
+    def forward(self, inp: GuidanceInput) -> GuidanceOutput:
+        c, prior, cond, reward = self.config, self.ctx.prior, self.ctx.cond, self.ctx.reward
+        n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step))
+        e_y = cond.prompt_emb[inp.view_index]
+        e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
+        with torch.no_grad():
+            eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
+            eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)
+            grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - n.eps)
+        loss = residual_loss(n.z, grad)
+        logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean()}
+        frac = inp.step / max(inp.max_steps, 1)
+        if c.reward_weight > 0 and c.reward_start <= frac < c.reward_stop:
+            render = inp.images
+            with torch.no_grad():
+                x0 = prior.decode(prior.predict_x0(n.x_t, n.t, eps_cfg))
+                x0 = F.interpolate(x0, render.shape[-2:], mode="bilinear", align_corners=False)
+            small = broadcast(n.t.float() <= c.straight_through_t * (prior.num_train_timesteps - 1), render)
+            img = torch.where(small, render - (render - x0).detach(), render)
+            r = reward(img, [cond.prompts[i] for i in inp.view_index.tolist()])
+            loss = loss + c.reward_weight * F.relu(c.threshold - r).mean()
+            logs["reward"] = r.mean().detach()
+        return GuidanceOutput(loss=loss, logs=logs)

@@ -1,0 +1,121 @@
+"""Variational Score Distillation (ProlificDreamer, https://arxiv.org/abs/2305.16213).
+
+``grad_z = w(t) (eps_cfg - sg(eps_phi(x_t, t, c)))`` where ``eps_phi`` estimates the score of the current
+renders. Here ``eps_phi = eps_prior(x_t; e_y) + delta_phi(x_t, t, c)``: a small camera-conditioned
+convolutional adapter whose last layer starts at zero, so like ProlificDreamer's LoRA it starts
+exactly at the frozen prior and works with any prior. It is trained alongside with the diffusion loss
+on detached renders: ``|eps_phi(alpha' sg(z) + sigma' eps', t', c) - eps'|^2``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor, nn
+
+from psdkit.config.schema import Schedule, knob
+from psdkit.contracts import Cameras, GuidanceContext, GuidanceInput, GuidanceOutput, GuidanceStrategy, ParamGroup
+from psdkit.ops.distill import (
+    Weighting,
+    broadcast,
+    draw_noise,
+    forward_noise,
+    predict_many,
+    residual_loss,
+    timestep_weight,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class VSDConfig:
+    """Config of VSD."""
+
+    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
+    """s, CFG scale of the frozen prior."""
+    adapter_channels: int = knob(32, ge=4, le=512)
+    """Hidden channels of the adapter delta_phi."""
+    adapter_lr: Schedule = knob(Schedule(1e-3), ge=0.0)
+    """Learning rate of the adapter (ProlificDreamer: 1e-4 for the LoRA)."""
+    camera_condition: bool = True
+    """Condition the adapter on the camera pose."""
+    adapter_weight: float = knob(1.0, gt=0.0)
+    """Weight of the adapter's diffusion loss."""
+    use_negative_prompt: bool = True
+    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
+    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
+    """Lowest timestep, as a fraction of T."""
+    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
+    """Highest timestep, as a fraction of T."""
+    weighting: Weighting = "sds"
+    """w(t)."""
+
+
+class Adapter(nn.Module):
+    """delta_phi(x_t, t, camera): [B, C, h, w] -> [B, C, h, w], zero at initialization."""
+
+    def __init__(self, channels: int, hidden: int, camera: bool) -> None:
+        super().__init__()
+        self.camera = camera
+        extra = 2 + (12 if camera else 0)  # sin/cos of t, flattened 3x4 pose
+        self.net = nn.Sequential(
+            nn.Conv2d(channels + extra, hidden, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, channels, 3, padding=1),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x_t: Tensor, t_frac: Tensor, cameras: Cameras) -> Tensor:
+        b, _, h, w = x_t.shape
+        feats = [torch.sin(math.pi * t_frac), torch.cos(math.pi * t_frac)]
+        cond = torch.stack(feats, -1)
+        if self.camera:
+            cond = torch.cat([cond, cameras.c2w[:, :3, :].reshape(b, 12).to(x_t)], -1)
+        return self.net(torch.cat([x_t, cond.to(x_t)[:, :, None, None].expand(-1, -1, h, w)], 1))
+
+
+class VSD(GuidanceStrategy):
+    """Variational score distillation with a trainable score adapter."""
+
+    Config = VSDConfig
+
+    def setup(self, ctx: GuidanceContext) -> None:
+        super().setup(ctx)
+        channels = ctx.prior.encode_images(torch.zeros(1, 3, 8, 8)).shape[1]
+        self.adapter = Adapter(channels, self.config.adapter_channels, self.config.camera_condition)
+
+    def param_groups(self) -> list[ParamGroup]:
+        return [ParamGroup("adapter", list(self.adapter.parameters()), self.config.adapter_lr)]
+
+    def eps_phi(
+        self, x_t: Tensor, t: Tensor, e_y: Tensor, cameras: Cameras, eps_prior: Tensor | None = None
+    ) -> Tensor:
+        """The particle score estimate; ``eps_prior`` reuses a prediction already made."""
+        prior = self.ctx.prior
+        if eps_prior is None:
+            with torch.no_grad():
+                eps_prior = prior.predict_noise(x_t, t, e_y, cameras)
+        return eps_prior + self.adapter(x_t, t.float() / (prior.num_train_timesteps - 1), cameras)
+
+    def forward(self, inp: GuidanceInput) -> GuidanceOutput:
+        c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
+        n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step))
+        e_y = cond.prompt_emb[inp.view_index]
+        e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
+        with torch.no_grad():
+            eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], inp.cameras)
+            eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)
+            phi = self.eps_phi(n.x_t, n.t, e_y, inp.cameras, eps_y)
+            grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - phi)
+        loss = residual_loss(n.z, grad)
+        # the adapter's own diffusion loss on the detached renders, at fresh (t', eps')
+        t2, eps2 = draw_noise(inp.generator, tuple(n.z.shape), 0.02, 0.98, prior.num_train_timesteps,
+                              inp.batch_offset, inp.global_batch)
+        t2, eps2 = t2.to(n.z.device), eps2.to(n.z)
+        a2, s2 = prior.alpha_sigma(t2)
+        x2 = broadcast(a2, n.z) * n.z.detach() + broadcast(s2, n.z) * eps2
+        adapter_loss = ((self.eps_phi(x2, t2, e_y, inp.cameras) - eps2) ** 2).mean()
+        logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean(), "adapter_loss": adapter_loss.detach()}
+        return GuidanceOutput(loss=loss + c.adapter_weight * adapter_loss, logs=logs)
