@@ -119,3 +119,20 @@ def test_view_labels_follow_azimuth():
     # azimuths 0, 45, ..., 315; front is |a| < 45, back is |a| > 135 (a in [-180, 180))
     assert cams.view_labels() == ["front", "side", "side", "side", "back", "side", "side", "side"]
     assert cams.view_labels(front=50, back=130) == ["front", "front", "side", "back", "back", "back", "side", "front"]
+
+
+class TestImage2D(conformance.RepresentationConformance):
+    from psdkit_plugins.representations.image2d import Image2D as plugin_cls
+
+
+def test_image_renderer_shows_the_image_and_refuses_fields():
+    from psdkit.errors import PluginError
+
+    image = tiny.make("representation", "image2d", height=8, width=8)
+    renderer = tiny.make("renderer", "image")
+    out = renderer(image, tiny.tiny_cameras(3, 16), tiny.tiny_background())
+    assert out.rgb.shape == (3, 3, 16, 16) and torch.allclose(out.rgb, torch.full_like(out.rgb, 0.9), atol=1e-5)
+    out.rgb.sum().backward()
+    assert image.logits.grad.abs().sum() > 0
+    with pytest.raises(PluginError, match=r"renderer 'image' needs an image representation"):
+        renderer(tiny.tiny_field(), tiny.tiny_cameras(1, 8), tiny.tiny_background())
