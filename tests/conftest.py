@@ -48,3 +48,33 @@ def _restore_torch_state() -> None:
 def recipes_dir() -> Path:
     """The repository's recipes folder."""
     return RECIPES
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random-weight checkpoints of every real model, in their published layouts (~6 s, once)."""
+    pytest.importorskip("diffusers", reason="pip install 'psdkit[diffusers]' for the real-model tests")
+    from psdkit.testing import tiny_models
+
+    d = tmp_path_factory.mktemp("weights")
+    return {
+        "sd": tiny_models.save_tiny_stable_diffusion(d / "sd"),
+        "sd_v": tiny_models.save_tiny_stable_diffusion(d / "sd_v", prediction_type="v_prediction"),
+        "clip": tiny_models.save_tiny_clip(d / "clip"),
+        "head": tiny_models.save_tiny_aesthetic_head(d / "head" / "aesthetic.pth"),
+        "hps": tiny_models.save_tiny_hpsv2(d / "hps"),
+        "cache": d / "text-cache",
+    }
+
+
+def tiny_model_overrides(w: dict[str, Path]) -> list[str]:
+    """Overrides that point a Stable Diffusion recipe's models at the tiny checkpoints."""
+    evals = (f"[{{name: pickscore, config: {{model: '{w['clip']}', tokenizer: '{w['clip']}'}}}}, "
+             f"{{name: aesthetic, config: {{clip: '{w['clip']}', head: '{w['head']}'}}}}, "
+             f"{{name: clip-score, config: {{model: '{w['clip']}'}}}}]")
+    return [
+        f"prior.config.model={w['sd']}", "prior.config.resolution=64", "prior.config.text_cache=null",
+        f"reward.config.checkpoint={w['hps']}", f"reward.config.tokenizer={w['hps'] / 'clip'}",
+        "reward.config.vision_heads=4", "reward.config.text_heads=4", f"eval_rewards={evals}",
+        "representation.config.levels=4", "representation.config.log2_table_size=12",
+    ]

@@ -36,9 +36,19 @@ def tiny_overrides(recipe: Path) -> list[str]:
     return [*TINY, *extra]
 
 
-@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT / "recipes")))
-def test_every_recipe_runs_two_steps(recipe, tmp_path):
-    result = fit(load_recipe(recipe, tiny_overrides(recipe)), FitOptions(run_dir=tmp_path / "run"))
+def uses_real_models(recipe: Path) -> bool:
+    return "stable-diffusion" in recipe.read_text() or "base: psd_nerf.yaml" in recipe.read_text()
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").rglob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(ROOT / "recipes")))
+def test_every_recipe_runs_two_steps(recipe, tmp_path, request):
+    overrides = tiny_overrides(recipe)
+    if uses_real_models(recipe):
+        from conftest import tiny_model_overrides
+
+        overrides += tiny_model_overrides(request.getfixturevalue("tiny_weights"))
+    result = fit(load_recipe(recipe, overrides), FitOptions(run_dir=tmp_path / "run"))
     assert result is not None and result.metrics["steps"] == 2
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 

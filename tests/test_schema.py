@@ -35,6 +35,15 @@ class Outer:
     """Two numbers."""
     maybe: int | None = None
     """Optional."""
+    clip: float | None = knob(None, gt=0.0)
+    """Optional with bounds."""
+
+
+def test_optional_bounded_knob_accepts_null():
+    assert build_config(Outer, {"clip": None}, "x").clip is None
+    assert build_config(Outer, {"clip": 2}, "x").clip == 2.0
+    with pytest.raises(RecipeError, match=r"x\.clip: out of range, must be > 0\.0"):
+        build_config(Outer, {"clip": -1.0}, "x")
 
 
 def test_defaults_and_types():
@@ -46,7 +55,7 @@ def test_defaults_and_types():
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({"stpes": 3}, r"x\.stpes: unknown key; allowed: inner, maybe, pair, scale, steps"),
+        ({"stpes": 3}, r"x\.stpes: unknown key; allowed: clip, inner, maybe, pair, scale, steps"),
         ({"steps": "3"}, r"x\.steps: expected an integer \(found '3'\)"),
         ({"steps": True}, r"x\.steps: expected an integer"),
         ({"steps": 0}, r"x\.steps: out of range, must be >= 1 \(found 0\)"),

@@ -12,6 +12,9 @@ from psdkit.config.recipe import load_recipe
 def run_fit(args: argparse.Namespace) -> int:
     """Validate, train, and print a summary naming the files."""
     recipe = load_recipe(args.recipe, args.overrides)
+    from psdkit.hub import preflight
+
+    preflight([*recipe.components.values(), *recipe.eval_rewards])
     if args.validate_only:
         print(f"{args.recipe}: ok ({', '.join(f'{k}={c.info.name}' for k, c in recipe.components.items())})")
         return 0

@@ -46,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.set_defaults(func=_lazy("psdkit.cli.plugins_cmd:show_plugin"))
 
+    ev = sub.add_parser("eval", help="score finished runs (eval.json, contact sheet, reward-hacking flag)")
+    ev.add_argument("runs", nargs="+", help="run directories")
+    ev.add_argument("--rewards", nargs="+", help="reward plugins to score with (default: the recipe's)")
+    ev.add_argument("--views", type=int, default=8, help="orbit views to render")
+    ev.add_argument("--resolution", type=int, default=128, help="side of the renders, pixels")
+    ev.add_argument("--compare", action="store_true", help="print one table of all runs")
+    ev.set_defaults(func=_lazy("psdkit.cli.eval_cmd:evaluate_runs"))
+
     sweep = sub.add_parser("sweep", help="validate and run a sweep (locally, or create it on W&B)")
     sweep.add_argument("sweep", help="sweep YAML file")
     sweep.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every trial")

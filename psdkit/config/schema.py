@@ -114,6 +114,8 @@ def type_name(tp: Any) -> str:
 
 
 def _check_bounds(value: Any, bounds: Mapping[str, float], path: str) -> None:
+    if value is None:  # an optional knob left unset has no range to check
+        return
     values = value.bounds() if isinstance(value, Schedule) else (value, value)
     ops = {
         "ge": (lambda v, b: v >= b, ">="),

@@ -1,0 +1,165 @@
+"""Stable Diffusion 1.x / 2.x as a frozen prior, through diffusers (``pip install 'psdkit[diffusers]'``).
+
+Loads the UNet, VAE, CLIP text encoder, tokenizer and noise schedule of any checkpoint folder laid out
+like the hub's (``model_index.json`` + subfolders) from a hub id or a local path. v-prediction models
+are converted to eps. ``latents: vae`` encodes renders (resized to ``resolution``) with the VAE;
+``latents: direct`` skips the VAE and maps 64x64 RGB linearly to latents (fast, approximate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from psdkit import hub
+from psdkit.config.schema import knob
+from psdkit.contracts import Cameras, DiffusionPrior
+
+# Linear latent -> RGB approximation of SD's VAE (rows: latent channels), used by ``latents: direct``.
+LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
+
+
+@dataclasses.dataclass(frozen=True)
+class StableDiffusionConfig:
+    """Config of the Stable Diffusion prior."""
+
+    model: str = "stabilityai/stable-diffusion-2-1-base"
+    """Hub id or local folder (with model_index.json and unet/ vae/ text_encoder/ tokenizer/ scheduler/)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit); null: the default branch."""
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    """Weights dtype; auto: fp16 on CUDA, fp32 on CPU."""
+    resolution: int = knob(512, ge=64)
+    """Side renders are resized to before VAE encoding (latents are resolution / 8)."""
+    latents: Literal["vae", "direct"] = "vae"
+    """vae: encode renders with the VAE; direct: map 64x64 RGB linearly to latents (no VAE)."""
+    attention: Literal["sdpa", "eager"] = "sdpa"
+    """UNet attention: PyTorch scaled-dot-product (fused) or the plain implementation."""
+    vae_slicing: bool = False
+    """Decode/encode the batch one image at a time (less memory)."""
+    gradient_checkpointing: bool = False
+    """Recompute UNet activations in the backward (the negative-embedding update) to save memory."""
+    offload_text_encoder: bool = True
+    """Move the text encoder to the CPU after the prompts are encoded."""
+    text_cache: str | None = "~/.cache/psdkit/text-embeddings"
+    """Folder of cached text embeddings (keyed by model, revision and prompt); null: no cache."""
+
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class StableDiffusionPrior(DiffusionPrior):
+    """Stable Diffusion's UNet as an eps-predicting prior over VAE latents."""
+
+    Config = StableDiffusionConfig
+
+    @classmethod
+    def required_weights(cls, config: StableDiffusionConfig) -> list[tuple[str, bool]]:
+        """(model, present locally) for ``psdkit doctor`` and the pre-flight check."""
+        return [(config.model, hub.status(config.model, "model_index.json"))]
+
+    def __init__(self, config: StableDiffusionConfig) -> None:
+        super().__init__(config)
+        try:
+            from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+            from transformers import CLIPTextModel, CLIPTokenizer
+        except ImportError as err:
+            raise ImportError("the stable-diffusion prior needs: pip install 'psdkit[diffusers]'") from err
+        ref, local_only = hub.resolve(config.model, "prior stable-diffusion", "model_index.json")
+        kw = {"revision": config.revision, "local_files_only": local_only}
+        dtype = DTYPES.get(config.dtype, torch.float16 if torch.cuda.is_available() else torch.float32)
+        self.dtype_ = dtype
+        self.unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet", torch_dtype=dtype, **kw)
+        self.vae = AutoencoderKL.from_pretrained(ref, subfolder="vae", torch_dtype=dtype, **kw)
+        self.text_encoder = CLIPTextModel.from_pretrained(ref, subfolder="text_encoder", torch_dtype=dtype, **kw)
+        self.tokenizer = CLIPTokenizer.from_pretrained(ref, subfolder="tokenizer", **kw)
+        sched = DDPMScheduler.from_pretrained(ref, subfolder="scheduler", **kw)
+        self.prediction_type = sched.config.prediction_type
+        self.register_buffer("alphas_cumprod", sched.alphas_cumprod.float().clone(), persistent=False)
+        self.register_buffer("latent_rgb", torch.tensor(LATENT_RGB), persistent=False)
+        if config.attention == "eager":
+            from diffusers.models.attention_processor import AttnProcessor
+
+            self.unet.set_attn_processor(AttnProcessor())
+        if config.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
+        if config.vae_slicing:
+            self.vae.enable_slicing()
+        self.scaling = float(self.vae.config.scaling_factor)
+        self._text_device: torch.device | None = None
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    # ---- text --------------------------------------------------------------------------------
+    def _cache_path(self, prompt: str) -> Path | None:
+        if self.config.text_cache is None:
+            return None
+        key = hashlib.sha256(f"{self.config.model}|{self.config.revision}|{prompt}".encode()).hexdigest()[:32]
+        return Path(self.config.text_cache).expanduser() / f"{key}.pt"
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> Tensor:
+        out = []
+        for prompt in prompts:
+            path = self._cache_path(prompt)
+            if path is not None and path.is_file():
+                out.append(torch.load(path, map_location="cpu", weights_only=True))
+                continue
+            ids = self.tokenizer([prompt], padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids
+            emb = self.text_encoder(ids.to(self.text_encoder.device))[0][0].float().cpu()
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(emb, path)
+            out.append(emb)
+        if self.config.offload_text_encoder:
+            self.text_encoder.to("cpu")
+        return torch.stack(out).to(self.alphas_cumprod.device)
+
+    def _apply(self, fn, recurse: bool = True):  # keep an offloaded text encoder on the CPU
+        result = super()._apply(fn, recurse)
+        if self.config.offload_text_encoder:
+            self.text_encoder.to("cpu")
+        return result
+
+    # ---- images ------------------------------------------------------------------------------
+    def encode_images(self, images: Tensor) -> Tensor:
+        if self.config.latents == "direct":
+            rgb = F.interpolate(images, (64, 64), mode="bilinear", align_corners=False) * 2 - 1
+            return torch.einsum("bchw,lc->blhw", rgb, torch.linalg.pinv(self.latent_rgb.T))
+        r = self.config.resolution
+        x = F.interpolate(images, (r, r), mode="bilinear", align_corners=False) * 2 - 1
+        latents = self.vae.encode(x.to(self.dtype_)).latent_dist.mean
+        return latents.float() * self.scaling
+
+    def decode(self, latents: Tensor) -> Tensor:
+        if self.config.latents == "direct":
+            rgb = torch.einsum("blhw,lc->bchw", latents, self.latent_rgb)
+            return (rgb * 0.5 + 0.5).clamp(0, 1)
+        img = self.vae.decode((latents / self.scaling).to(self.dtype_)).sample.float()
+        return (img * 0.5 + 0.5).clamp(0, 1)
+
+    # ---- noise -------------------------------------------------------------------------------
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        abar = self.alphas_cumprod[t.long()]
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def predict_noise(
+        self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None
+    ) -> Tensor:
+        out = self.unet(x_t.to(self.dtype_), t, encoder_hidden_states=text_emb.to(self.dtype_)).sample.float()
+        if self.prediction_type == "v_prediction":
+            alpha, sigma = self.alpha_sigma(t)
+            out = alpha.view(-1, 1, 1, 1) * out + sigma.view(-1, 1, 1, 1) * x_t
+        return out
+
+    def weights(self) -> list[str]:
+        return [self.config.model]

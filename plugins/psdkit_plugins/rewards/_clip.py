@@ -1,0 +1,90 @@
+"""A CLIP scorer shared by the CLIP-based rewards: torch preprocessing, cached text features.
+
+Preprocessing is done in torch (differentiable, on the device): resize the shorter side to the
+model's input size (bicubic, antialiased), centre-crop, normalize; it matches CLIPImageProcessor
+within the tolerance stated in tests/test_rewards.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from psdkit import hub
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def load_clip(ref: str, what: str, revision: str | None = None) -> nn.Module:
+    """A transformers CLIPModel from a hub id or folder (fails fast when missing)."""
+    from transformers import CLIPModel
+
+    path, local_only = hub.resolve(ref, what, "config.json")
+    return CLIPModel.from_pretrained(path, revision=revision, local_files_only=local_only)
+
+
+def load_tokenizer(ref: str, what: str) -> object:
+    """A CLIP tokenizer from a hub id or folder."""
+    from transformers import CLIPTokenizer
+
+    path, local_only = hub.resolve(ref, what, "tokenizer_config.json")
+    return CLIPTokenizer.from_pretrained(path, local_files_only=local_only)
+
+
+def preprocess(images: Tensor, size: int) -> Tensor:
+    """[B, 3, H, W] in [0, 1] -> [B, 3, size, size] normalized CLIP input (differentiable)."""
+    h, w = images.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    x = F.interpolate(images, (nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[..., top : top + size, left : left + size]
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _features(out: object) -> Tensor:
+    """Projected features from get_*_features (a tensor in transformers 4, an output object in 5)."""
+    return out if isinstance(out, Tensor) else out.pooler_output
+
+
+class ClipScorer(nn.Module):
+    """Normalized image and text embeddings of a CLIP model."""
+
+    def __init__(self, model: nn.Module, tokenizer: object) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.size = int(model.config.vision_config.image_size)
+        self._text: dict[str, Tensor] = {}
+
+    def image_embeds(self, images: Tensor) -> Tensor:
+        """[B, D] unit-norm image embeddings, differentiable in ``images``."""
+        feats = _features(self.model.get_image_features(pixel_values=preprocess(images, self.size)))
+        return F.normalize(feats.float(), dim=-1)
+
+    @torch.no_grad()
+    def text_embeds(self, prompts: list[str]) -> Tensor:
+        """[B, D] unit-norm text embeddings (cached per prompt)."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._text]
+        if missing:
+            tok = self.tokenizer(missing, padding="max_length", truncation=True,
+                                 max_length=self.tokenizer.model_max_length, return_tensors="pt")
+            dev = next(self.model.parameters()).device
+            feats = _features(self.model.get_text_features(input_ids=tok.input_ids.to(dev),
+                                                           attention_mask=tok.attention_mask.to(dev)))
+            for p, f in zip(missing, F.normalize(feats.float(), dim=-1)):
+                self._text[p] = f
+        return torch.stack([self._text[p] for p in prompts])
+
+    def cosine(self, images: Tensor, prompts: list[str]) -> Tensor:
+        """[B] cosine similarity of each image with its prompt."""
+        img = self.image_embeds(images)
+        return (img * self.text_embeds(prompts).to(img)).sum(-1)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._text = {}  # cached text features follow the model's device on next use
+        return super()._apply(fn, recurse)

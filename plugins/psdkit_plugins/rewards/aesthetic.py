@@ -1,0 +1,62 @@
+"""LAION aesthetic predictor v2: an MLP on CLIP ViT-L/14 image embeddings (scores ~1-10).
+
+The head is the original ``.pth`` state dict (``layers.{0,2,4,6,7}``: linear layers with dropout between,
+no activations); its layer sizes are read from the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from psdkit import hub
+from psdkit.contracts import RewardModel
+from psdkit_plugins.rewards._clip import ClipScorer, load_clip, load_tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class AestheticConfig:
+    """Config of the LAION aesthetic predictor."""
+
+    clip: str = "openai/clip-vit-large-patch14"
+    """Hub id or folder of the CLIP ViT-L/14 the head was trained on."""
+    head: str = "camenduru/improved-aesthetic-predictor"
+    """Hub repo, folder or file of the head."""
+    head_file: str = "sac+logos+ava1-l14-linearMSE.pth"
+    """File name of the head inside ``head``."""
+
+
+def head_from_state_dict(state: dict[str, Tensor]) -> nn.Sequential:
+    """The MLP described by a ``layers.N.weight`` state dict (linear layers in index order)."""
+    idx = sorted({int(k.split(".")[1]) for k in state if k.startswith("layers.") and k.endswith(".weight")})
+    layers = [nn.Linear(state[f"layers.{i}.weight"].shape[1], state[f"layers.{i}.weight"].shape[0]) for i in idx]
+    mlp = nn.Sequential(*layers)
+    mlp.load_state_dict({f"{j}.{p}": state[f"layers.{i}.{p}"] for j, i in enumerate(idx) for p in ("weight", "bias")})
+    return mlp
+
+
+class AestheticReward(RewardModel):
+    """Predicted aesthetic rating of each image; the prompt is ignored."""
+
+    Config = AestheticConfig
+
+    @classmethod
+    def required_weights(cls, config: AestheticConfig) -> list[tuple[str, bool]]:
+        """(weights, present locally) for the CLIP model and the head."""
+        return [(config.clip, hub.status(config.clip, "config.json")),
+                (f"{config.head}/{config.head_file}", hub.file_status(config.head, config.head_file))]
+
+    def __init__(self, config: AestheticConfig) -> None:
+        super().__init__(config)
+        what = "reward aesthetic"
+        self.scorer = ClipScorer(load_clip(config.clip, what), load_tokenizer(config.clip, what))
+        path = hub.resolve_file(config.head, config.head_file, what)
+        self.head = head_from_state_dict(torch.load(path, map_location="cpu", weights_only=True)).eval()
+
+    def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
+        return self.head(self.scorer.image_embeds(images)).squeeze(-1)
+
+    def weights(self) -> list[str]:
+        return [self.config.clip, f"{self.config.head}/{self.config.head_file}"]

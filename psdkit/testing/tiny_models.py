@@ -1,0 +1,111 @@
+"""Tiny random-weight models saved in the real checkpoint layouts, for tests without downloads.
+
+Each function builds the real architecture class at a toy size (seeded), saves it exactly like the
+published checkpoint (``save_pretrained`` folders or the original ``.pt``/``.pth`` files) and returns
+the path, so plugins load it through the same code that loads the real weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TINY_VOCAB = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "w</w>", "r</w>", "t</w>",
+              "low</w>", "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>", "<|startoftext|>", "<|endoftext|>"]
+TINY_MERGES = "#version: 0.2\nl o\nlo w</w>\ne r</w>\n"
+
+
+def save_tiny_clip_tokenizer(path: Path) -> Path:
+    """A CLIP tokenizer with a 23-token vocabulary (bos 21, eos/pad 22), saved with save_pretrained."""
+    from transformers import CLIPTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.json").write_text(json.dumps({w: i for i, w in enumerate(TINY_VOCAB)}))
+    (path / "merges.txt").write_text(TINY_MERGES)
+    tok = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"), unk_token="<unk>",
+                        pad_token="<|endoftext|>", model_max_length=77)
+    tok.save_pretrained(path)
+    return path
+
+
+def tiny_clip_text_config(hidden: int = 32):
+    """A 2-layer CLIP text config over the tiny vocabulary."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=len(TINY_VOCAB), hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
+                          num_attention_heads=4, max_position_embeddings=77, projection_dim=hidden,
+                          bos_token_id=21, eos_token_id=22, pad_token_id=22, hidden_act="gelu")
+
+
+def save_tiny_stable_diffusion(path: Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
+    """A Stable-Diffusion-layout folder (model_index.json + unet, vae, text_encoder, tokenizer, scheduler)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32,
+    ).save_pretrained(path / "unet")
+    AutoencoderKL(
+        block_out_channels=(8, 16, 32, 32), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        norm_num_groups=8, sample_size=64, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    ).save_pretrained(path / "vae")
+    CLIPTextModel(tiny_clip_text_config()).save_pretrained(path / "text_encoder")
+    save_tiny_clip_tokenizer(path / "tokenizer")
+    DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                  prediction_type=prediction_type, clip_sample=False, steps_offset=1).save_pretrained(path / "scheduler")
+    (path / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [None, None], "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+    }))
+    return path
+
+
+def save_tiny_clip(path: Path, image_size: int = 32, seed: int = 0) -> Path:
+    """A transformers CLIPModel + tokenizer folder (the layout of openai/clip-* and PickScore)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    text = tiny_clip_text_config().to_dict()
+    vision = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "image_size": image_size, "patch_size": 8, "projection_dim": 32, "hidden_act": "gelu"}
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(path)
+    save_tiny_clip_tokenizer(path)
+    return path
+
+
+def save_tiny_aesthetic_head(path: Path, in_dim: int = 32, seed: int = 0) -> Path:
+    """A LAION-aesthetic-layout head (``layers.{0,2,4,6,7}``) as a ``.pth`` state dict."""
+    torch.manual_seed(seed)
+    dims = [in_dim, 16, 8, 8, 4, 1]
+    state = {}
+    for (i, j), idx in zip(zip(dims[:-1], dims[1:]), (0, 2, 4, 6, 7)):
+        layer = torch.nn.Linear(i, j)
+        state[f"layers.{idx}.weight"], state[f"layers.{idx}.bias"] = layer.weight.data, layer.bias.data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def save_tiny_hpsv2(folder: Path, seed: int = 0) -> Path:
+    """An open_clip-format checkpoint (``{"state_dict": ...}``, like HPSv2's) of a tiny CLIP, plus a tokenizer.
+
+    Returns the folder; the checkpoint is ``HPS_v2.1_compressed.pt`` inside it. Heads: 4 and 4.
+    """
+    from transformers import CLIPModel
+
+    from psdkit_plugins.rewards._open_clip import hf_to_open_clip
+
+    clip_dir = save_tiny_clip(folder / "clip", image_size=32, seed=seed)
+    state = hf_to_open_clip(CLIPModel.from_pretrained(clip_dir).state_dict())
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, folder / "HPS_v2.1_compressed.pt")
+    return folder

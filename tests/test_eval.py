@@ -1,0 +1,47 @@
+"""psdkit eval: scores a finished run from its checkpoints, flags reward hacking, compares runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from psdkit.cli.main import main
+from psdkit.run.eval_run import hacking
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "trainer.max_steps=4", "trainer.progress=false", "trainer.threads=1", "trainer.ckpt_every=2",
+    "camera.config.batch_size=1", "camera.config.height=16", "camera.config.width=16",
+    "prior.config.resolution=16", "renderer.config.num_samples=8", "output.eval_views=2",
+    "output.eval_resolution=16", "output.video_views=0", "output.mesh=false", "logger.name=none",
+]
+
+
+def test_eval_and_compare(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name, extra in (("a", []), ("b", ["guidance.name=sds"])):
+        assert main(["fit", str(ROOT / "recipes" / "quickstart.yaml"), f"name={name}", *TINY, *extra]) == 0
+    run = tmp_path / "runs" / "a"
+    assert main(["eval", str(run), "--views", "3", "--resolution", "24",
+                 "--rewards", "analytic", "analytic-heldout"]) == 0
+    out = json.loads((run / "eval.json").read_text())
+    assert out["final"]["step"] == 4 and out["first"]["step"] == 2
+    assert set(out["final"]["heldout_rewards"]) == {"analytic", "analytic-heldout"}
+    assert isinstance(out["reward_hacking"], bool)
+    assert (run / "contact_sheet.png").is_file()
+    capsys.readouterr()
+    assert main(["eval", str(run), str(tmp_path / "runs" / "b"), "--compare"]) == 0
+    table = capsys.readouterr().out
+    assert "| a | 4 |" in table and "| b | 4 |" in table
+
+
+def test_hacking_rule():
+    base = {"train_reward": 0.1, "heldout_rewards": {"x": 0.5, "y": 0.5}}
+    assert hacking(base, {"train_reward": 0.3, "heldout_rewards": {"x": 0.2, "y": 0.4}}) is True
+    assert hacking(base, {"train_reward": 0.3, "heldout_rewards": {"x": 0.6, "y": 0.5}}) is False
+    assert hacking({"heldout_rewards": {}}, base) is None
+
+
+def test_eval_of_a_non_run_fails_clearly(tmp_path, capsys):
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "not a psdkit run directory" in capsys.readouterr().err

@@ -1,0 +1,157 @@
+"""Real priors and rewards, loaded from tiny random-weight checkpoints in the published layouts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers", reason="pip install 'psdkit[diffusers]' to test the Stable Diffusion prior")
+pytest.importorskip("transformers", reason="pip install 'psdkit[rewards]' to test the CLIP-based rewards")
+
+from psdkit.config.schema import build_config  # noqa: E402
+from psdkit.errors import MissingWeightsError  # noqa: E402
+from psdkit.testing import conformance, tiny_models  # noqa: E402
+from psdkit_plugins.priors.stable_diffusion import StableDiffusionPrior  # noqa: E402
+from psdkit_plugins.rewards._clip import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
+from psdkit_plugins.rewards.aesthetic import AestheticReward  # noqa: E402
+from psdkit_plugins.rewards.clip_score import ClipScore  # noqa: E402
+from psdkit_plugins.rewards.hpsv2 import HPSv2  # noqa: E402
+from psdkit_plugins.rewards.pickscore import PickScore  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tiny(tiny_weights):
+    TINY.update(tiny_weights)
+
+
+def sd_config(**kw):
+    return build_config(StableDiffusionPrior.Config, {"model": str(TINY["sd"]), "resolution": 64,
+                                                      "text_cache": str(TINY["cache"]), **kw}, "prior.config")
+
+
+class TestStableDiffusion(conformance.PriorConformance):
+    plugin_cls = StableDiffusionPrior
+
+    def tiny_config(self):
+        return sd_config()
+
+
+class TestClipScore(conformance.RewardConformance):
+    plugin_cls = ClipScore
+
+    def tiny_config(self):
+        return ClipScore.Config(model=str(TINY["clip"]))
+
+
+class TestPickScore(conformance.RewardConformance):
+    plugin_cls = PickScore
+
+    def tiny_config(self):
+        return PickScore.Config(model=str(TINY["clip"]), tokenizer=str(TINY["clip"]))
+
+
+class TestAesthetic(conformance.RewardConformance):
+    plugin_cls = AestheticReward
+
+    def tiny_config(self):
+        return AestheticReward.Config(clip=str(TINY["clip"]), head=str(TINY["head"]))
+
+
+class TestHPSv2(conformance.RewardConformance):
+    plugin_cls = HPSv2
+
+    def tiny_config(self):
+        return HPSv2.Config(checkpoint=str(TINY["hps"]), tokenizer=str(TINY["hps"] / "clip"), vision_heads=4,
+                            text_heads=4)
+
+
+def test_sd_prior_shapes_and_text_cache():
+    prior = StableDiffusionPrior(sd_config())
+    emb = prior.encode_text(["lower", ""])
+    assert emb.shape == (2, 77, 32)
+    cached = sorted(TINY["cache"].glob("*.pt"))
+    assert len(cached) >= 2
+    again = StableDiffusionPrior(sd_config()).encode_text(["lower", ""])
+    assert torch.equal(emb, again)
+    z = prior.encode_images(torch.rand(2, 3, 16, 16))
+    assert z.shape == (2, 4, 8, 8)
+    assert prior.decode(z).shape == (2, 3, 64, 64)
+    direct = StableDiffusionPrior(sd_config(latents="direct"))
+    zd = direct.encode_images(torch.rand(1, 3, 32, 32))
+    assert zd.shape == (1, 4, 64, 64) and direct.decode(zd).shape == (1, 3, 64, 64)
+
+
+def test_sd_v_prediction_is_converted_to_eps():
+    prior = StableDiffusionPrior(build_config(StableDiffusionPrior.Config, {
+        "model": str(TINY["sd_v"]), "resolution": 64, "text_cache": None}, ""))
+    assert prior.prediction_type == "v_prediction"
+    x_t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([100, 800])
+    emb = prior.encode_text(["low", "er"])
+    v = prior.unet(x_t, t, encoder_hidden_states=emb).sample
+    alpha, sigma = prior.alpha_sigma(t)
+    expected = alpha.view(-1, 1, 1, 1) * v + sigma.view(-1, 1, 1, 1) * x_t
+    assert torch.allclose(prior.predict_noise(x_t, t, emb), expected, atol=1e-5)
+
+
+def test_hpsv2_conversion_is_exact():
+    """The converted open_clip checkpoint scores exactly like the transformers model it came from."""
+    from transformers import CLIPModel
+
+    from psdkit_plugins.rewards._clip import ClipScorer, load_tokenizer
+
+    hps = HPSv2(HPSv2.Config(checkpoint=str(TINY["hps"]), tokenizer=str(TINY["hps"] / "clip"), vision_heads=4,
+                             text_heads=4))
+    ref = ClipScorer(CLIPModel.from_pretrained(TINY["hps"] / "clip"), load_tokenizer(str(TINY["hps"] / "clip"), "x"))
+    images = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(1))
+    prompts = ["low", "lower newer", ""]
+    assert torch.allclose(hps(images, prompts), ref.cosine(images, prompts), atol=1e-6)
+
+
+def test_torch_preprocessing_matches_clip_image_processor():
+    """Stated tolerance: mean |diff| < 0.02 and max |diff| < 0.5 in normalized units (PIL vs torch bicubic)."""
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                              image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+    rng = np.random.default_rng(0)
+    for h, w in [(64, 64), (96, 64), (50, 80)]:
+        smooth = rng.random((h // 8 + 1, w // 8 + 1, 3))
+        img = np.asarray(Image.fromarray((smooth * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC))
+        ref = torch.from_numpy(np.asarray(proc(images=Image.fromarray(img), return_tensors="np")["pixel_values"]))
+        ours = preprocess(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255, 32)
+        diff = (ours - ref).abs()
+        assert diff.mean() < 0.02 and diff.max() < 0.5, (h, w, float(diff.mean()), float(diff.max()))
+
+
+def test_missing_weights_fail_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(MissingWeightsError, match=r"(?s)cannot load 'nobody/no-such-model'.*huggingface-cli download"):
+        StableDiffusionPrior(build_config(StableDiffusionPrior.Config, {"model": "nobody/no-such-model"}, ""))
+    with pytest.raises(MissingWeightsError, match=r"(?s)reward aesthetic: .*no-such/repo"):
+        AestheticReward(AestheticReward.Config(clip=str(TINY["clip"]), head="no-such/repo"))
+    assert time.perf_counter() - start < 5
+
+
+def test_psd_nerf_without_weights_exits_fast_and_writes_nothing(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "psdkit.cli.main", "fit", str(ROOT / "recipes" / "psd_nerf.yaml")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 3, proc.stderr
+    assert "stabilityai/stable-diffusion-2-1-base" in proc.stderr and "huggingface-cli download" in proc.stderr
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    assert not (tmp_path / "runs").exists()
