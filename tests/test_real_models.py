@@ -15,15 +15,16 @@ import torch
 pytest.importorskip("diffusers", reason="pip install 'psdkit[diffusers]' to test the Stable Diffusion prior")
 pytest.importorskip("transformers", reason="pip install 'psdkit[rewards]' to test the CLIP-based rewards")
 
-from psdkit.config.schema import build_config  # noqa: E402
-from psdkit.errors import MissingWeightsError  # noqa: E402
-from psdkit.testing import conformance, tiny_models  # noqa: E402
 from psdkit_plugins.priors.stable_diffusion import StableDiffusionPrior  # noqa: E402
 from psdkit_plugins.rewards._clip import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
 from psdkit_plugins.rewards.aesthetic import AestheticReward  # noqa: E402
 from psdkit_plugins.rewards.clip_score import ClipScore  # noqa: E402
 from psdkit_plugins.rewards.hpsv2 import HPSv2  # noqa: E402
 from psdkit_plugins.rewards.pickscore import PickScore  # noqa: E402
+
+from psdkit.config.schema import build_config  # noqa: E402
+from psdkit.errors import MissingWeightsError  # noqa: E402
+from psdkit.testing import conformance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY: dict[str, Path] = {}
@@ -106,9 +107,8 @@ def test_sd_v_prediction_is_converted_to_eps():
 
 def test_hpsv2_conversion_is_exact():
     """The converted open_clip checkpoint scores exactly like the transformers model it came from."""
-    from transformers import CLIPModel
-
     from psdkit_plugins.rewards._clip import ClipScorer, load_tokenizer
+    from transformers import CLIPModel
 
     hps = HPSv2(HPSv2.Config(checkpoint=str(TINY["hps"]), tokenizer=str(TINY["hps"] / "clip"), vision_heads=4,
                              text_heads=4))

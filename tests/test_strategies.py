@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from analytic_reference import posterior_eps
-from psdkit.config.schema import build_config
-from psdkit.contracts import GuidanceInput
-from psdkit.ops.distill import draw_noise
-from psdkit.testing import tiny
-from psdkit.testing.conformance import GuidanceConformance
 from psdkit_plugins.guidance.csd import CSD
 from psdkit_plugins.guidance.dreamdpo import DreamDPO
 from psdkit_plugins.guidance.dreamreward import DreamReward
@@ -20,6 +14,12 @@ from psdkit_plugins.guidance.nfsd import NFSD
 from psdkit_plugins.guidance.reward_sds import RewardSDS
 from psdkit_plugins.guidance.sds import SDS
 from psdkit_plugins.guidance.vsd import VSD
+
+from psdkit.config.schema import build_config
+from psdkit.contracts import GuidanceInput
+from psdkit.ops.distill import draw_noise
+from psdkit.testing import tiny
+from psdkit.testing.conformance import GuidanceConformance
 
 B, R = 2, 16
 

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from psdkit.errors import PsdkitError
 
@@ -20,12 +21,7 @@ def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command."""
-    parser = argparse.ArgumentParser(prog="psdkit", description="Preference-aligned text-to-3D.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_fit(sub: Any) -> None:
     fit = sub.add_parser("fit", help="train a recipe")
     fit.add_argument("recipe", help="recipe YAML file")
     fit.add_argument("overrides", nargs="*", help="key.path=value overrides")
@@ -37,15 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     fit.set_defaults(func=_lazy("psdkit.cli.fit_cmd:run_fit"))
 
+
+def _add_inspection(sub: Any) -> None:
     plugins = sub.add_parser("plugins", help="list installed components (imports nothing)")
     plugins.add_argument("kind", nargs="?", help="only this kind")
     plugins.set_defaults(func=_lazy("psdkit.cli.plugins_cmd:list_plugins"))
-
     show = sub.add_parser("show", help="document one plugin's config")
     show.add_argument("kind")
     show.add_argument("name")
     show.set_defaults(func=_lazy("psdkit.cli.plugins_cmd:show_plugin"))
+    doctor = sub.add_parser("doctor", help="versions, devices, fast paths, weights")
+    doctor.add_argument("recipe", nargs="?", help="also check what this recipe needs")
+    doctor.set_defaults(func=_lazy("psdkit.cli.doctor_cmd:doctor"))
 
+
+def _add_eval(sub: Any) -> None:
     ev = sub.add_parser("eval", help="score finished runs (eval.json, contact sheet, reward-hacking flag)")
     ev.add_argument("runs", nargs="+", help="run directories")
     ev.add_argument("--rewards", nargs="+", help="reward plugins to score with (default: the recipe's)")
@@ -53,25 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resolution", type=int, default=128, help="side of the renders, pixels")
     ev.add_argument("--compare", action="store_true", help="print one table of all runs")
     ev.set_defaults(func=_lazy("psdkit.cli.eval_cmd:evaluate_runs"))
-
-    sweep = sub.add_parser("sweep", help="validate and run a sweep (locally, or create it on W&B)")
-    sweep.add_argument("sweep", help="sweep YAML file")
-    sweep.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every trial")
-    sweep.add_argument("--local", choices=["grid", "random"], help="run here without a W&B server")
-    sweep.add_argument("--count", type=int, help="trials of a random sweep")
-    sweep.add_argument("--out", help="parent folder of the sweep's runs (default: the recipe's output.root)")
-    sweep.add_argument("--dry-run", action="store_true", help="validate and list the trials only")
-    sweep.add_argument("--project", default="psdkit", help="W&B project")
-    sweep.add_argument("--entity", help="W&B entity")
-    sweep.set_defaults(func=_lazy("psdkit.cli.sweep_cmd:sweep"))
-
-    agent = sub.add_parser("agent", help="run trials of a W&B sweep")
-    agent.add_argument("sweep_id")
-    agent.add_argument("--count", type=int, help="trials to run (default: until the sweep ends)")
-    agent.add_argument("--project", default="psdkit", help="W&B project")
-    agent.add_argument("--entity", help="W&B entity")
-    agent.set_defaults(func=_lazy("psdkit.cli.sweep_cmd:agent"))
-
     bench = sub.add_parser("bench", help="benchmarks (docs/benchmarks.md)")
     bench.add_argument("which", choices=["alignment"], help="which benchmark")
     bench.add_argument("--recipes", nargs="+", default=["recipes/quickstart.yaml", "recipes/quickstart_sds.yaml"],
@@ -83,9 +66,33 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every run")
     bench.set_defaults(func=_lazy("psdkit.cli.bench_cmd:bench"))
 
-    doctor = sub.add_parser("doctor", help="versions, devices, fast paths, weights")
-    doctor.add_argument("recipe", nargs="?", help="also check what this recipe needs")
-    doctor.set_defaults(func=_lazy("psdkit.cli.doctor_cmd:doctor"))
+
+def _add_sweeps(sub: Any) -> None:
+    sweep = sub.add_parser("sweep", help="validate and run a sweep (locally, or create it on W&B)")
+    sweep.add_argument("sweep", help="sweep YAML file")
+    sweep.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every trial")
+    sweep.add_argument("--local", choices=["grid", "random"], help="run here without a W&B server")
+    sweep.add_argument("--count", type=int, help="trials of a random sweep")
+    sweep.add_argument("--out", help="parent folder of the sweep's runs (default: the recipe's output.root)")
+    sweep.add_argument("--dry-run", action="store_true", help="validate and list the trials only")
+    sweep.add_argument("--project", default="psdkit", help="W&B project")
+    sweep.add_argument("--entity", help="W&B entity")
+    sweep.set_defaults(func=_lazy("psdkit.cli.sweep_cmd:sweep"))
+    agent = sub.add_parser("agent", help="run trials of a W&B sweep")
+    agent.add_argument("sweep_id")
+    agent.add_argument("--count", type=int, help="trials to run (default: until the sweep ends)")
+    agent.add_argument("--project", default="psdkit", help="W&B project")
+    agent.add_argument("--entity", help="W&B entity")
+    agent.set_defaults(func=_lazy("psdkit.cli.sweep_cmd:agent"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="psdkit", description="Preference-aligned text-to-3D.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_fit, _add_inspection, _add_eval, _add_sweeps):
+        add(sub)
     return parser
 
 

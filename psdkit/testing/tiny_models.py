@@ -48,7 +48,8 @@ def save_tiny_stable_diffusion(path: Path, prediction_type: str = "epsilon", see
     path.mkdir(parents=True, exist_ok=True)
     UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32,
     ).save_pretrained(path / "unet")
     AutoencoderKL(
@@ -59,7 +60,8 @@ def save_tiny_stable_diffusion(path: Path, prediction_type: str = "epsilon", see
     CLIPTextModel(tiny_clip_text_config()).save_pretrained(path / "text_encoder")
     save_tiny_clip_tokenizer(path / "tokenizer")
     DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                  prediction_type=prediction_type, clip_sample=False, steps_offset=1).save_pretrained(path / "scheduler")
+                  prediction_type=prediction_type, clip_sample=False, steps_offset=1,
+                  ).save_pretrained(path / "scheduler")
     (path / "model_index.json").write_text(json.dumps({
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
         "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
@@ -101,9 +103,8 @@ def save_tiny_hpsv2(folder: Path, seed: int = 0) -> Path:
 
     Returns the folder; the checkpoint is ``HPS_v2.1_compressed.pt`` inside it. Heads: 4 and 4.
     """
-    from transformers import CLIPModel
-
     from psdkit_plugins.rewards._open_clip import hf_to_open_clip
+    from transformers import CLIPModel
 
     clip_dir = save_tiny_clip(folder / "clip", image_size=32, seed=seed)
     state = hf_to_open_clip(CLIPModel.from_pretrained(clip_dir).state_dict())

@@ -47,7 +47,8 @@ class HPSv2(RewardModel):
     @classmethod
     def required_weights(cls, config: HPSv2Config) -> list[tuple[str, bool]]:
         """(weights, present locally) for the checkpoint and the tokenizer."""
-        return [(f"{config.checkpoint}/{FILES[config.version]}", hub.file_status(config.checkpoint, FILES[config.version])),
+        ckpt = FILES[config.version]
+        return [(f"{config.checkpoint}/{ckpt}", hub.file_status(config.checkpoint, ckpt)),
                 (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json"))]
 
     def __init__(self, config: HPSv2Config) -> None:
