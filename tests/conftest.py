@@ -63,18 +63,21 @@ def tiny_weights(tmp_path_factory) -> dict[str, Path]:
         "clip": tiny_models.save_tiny_clip(d / "clip"),
         "head": tiny_models.save_tiny_aesthetic_head(d / "head" / "aesthetic.pth"),
         "hps": tiny_models.save_tiny_hpsv2(d / "hps"),
+        "ir": tiny_models.save_tiny_imagereward(d / "ir"),
         "cache": d / "text-cache",
     }
 
 
 def tiny_model_overrides(w: dict[str, Path]) -> list[str]:
     """Overrides that point a Stable Diffusion recipe's models at the tiny checkpoints."""
-    evals = (f"[{{name: pickscore, config: {{model: '{w['clip']}', tokenizer: '{w['clip']}'}}}}, "
+    hps = f"{{checkpoint: '{w['hps']}', tokenizer: '{w['hps'] / 'clip'}', vision_heads: 4, text_heads: 4}}"
+    evals = (f"[{{name: hpsv2, config: {hps}}}, "
+             f"{{name: pickscore, config: {{model: '{w['clip']}', tokenizer: '{w['clip']}'}}}}, "
              f"{{name: aesthetic, config: {{clip: '{w['clip']}', head: '{w['head']}'}}}}, "
              f"{{name: clip-score, config: {{model: '{w['clip']}'}}}}]")
     return [
         f"prior.config.model={w['sd']}", "prior.config.resolution=64", "prior.config.text_cache=null",
-        f"reward.config.checkpoint={w['hps']}", f"reward.config.tokenizer={w['hps'] / 'clip'}",
+        f"reward.config.checkpoint={w['ir']}", f"reward.config.tokenizer={w['ir'] / 'tokenizer'}",
         "reward.config.vision_heads=4", "reward.config.text_heads=4", f"eval_rewards={evals}",
         "representation.config.levels=4", "representation.config.log2_table_size=12",
     ]

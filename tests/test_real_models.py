@@ -20,6 +20,7 @@ from psdkit_plugins.rewards._clip import CLIP_MEAN, CLIP_STD, preprocess  # noqa
 from psdkit_plugins.rewards.aesthetic import AestheticReward  # noqa: E402
 from psdkit_plugins.rewards.clip_score import ClipScore  # noqa: E402
 from psdkit_plugins.rewards.hpsv2 import HPSv2  # noqa: E402
+from psdkit_plugins.rewards.imagereward import ImageReward  # noqa: E402
 from psdkit_plugins.rewards.pickscore import PickScore  # noqa: E402
 
 from psdkit.config.schema import build_config  # noqa: E402
@@ -74,6 +75,45 @@ class TestHPSv2(conformance.RewardConformance):
     def tiny_config(self):
         return HPSv2.Config(checkpoint=str(TINY["hps"]), tokenizer=str(TINY["hps"] / "clip"), vision_heads=4,
                             text_heads=4)
+
+
+class TestImageReward(conformance.RewardConformance):
+    plugin_cls = ImageReward
+
+    def tiny_config(self):
+        return ImageReward.Config(checkpoint=str(TINY["ir"]), tokenizer=str(TINY["ir"] / "tokenizer"),
+                                  vision_heads=4, text_heads=4)
+
+
+def test_imagereward_matches_its_reference_computation():
+    """The converted checkpoint scores exactly as BLIP + MLP computed from the original-layout tensors."""
+    from psdkit_plugins.rewards._blip import split, vit_to_hf
+    from psdkit_plugins.rewards.aesthetic import head_from_state_dict
+    from psdkit_plugins.rewards.imagereward import MEAN, STD
+    from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
+
+    model = ImageReward(TestImageReward().tiny_config())
+    state = torch.load(TINY["ir"] / "ImageReward.pt", weights_only=True)
+    vision = BlipVisionModel(BlipVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                              num_attention_heads=4, image_size=32, patch_size=8, layer_norm_eps=1e-6))
+    vision.load_state_dict(vit_to_hf(split(state, "blip.visual_encoder.")), strict=False)
+    text_state = split(state, "blip.text_encoder.")
+    text = BlipTextModel(BlipTextConfig(vocab_size=text_state["embeddings.word_embeddings.weight"].shape[0],
+                                        hidden_size=24, intermediate_size=37, num_hidden_layers=2,
+                                        num_attention_heads=4, encoder_hidden_size=32, max_position_embeddings=64),
+                         add_pooling_layer=False)
+    text.load_state_dict(text_state, strict=False)
+    mlp = head_from_state_dict(split(state, "mlp."))
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompts = ["a red sphere", "a photo of a blue cube"]
+    tok = model.tokenizer(prompts, padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+    assert tok.input_ids.shape == (2, 35)
+    with torch.no_grad():
+        emb = vision(pixel_values=preprocess(images, 32)).last_hidden_state
+        out = text(input_ids=tok.input_ids, attention_mask=tok.attention_mask, encoder_hidden_states=emb,
+                   encoder_attention_mask=torch.ones(emb.shape[:-1], dtype=torch.long))
+        expected = (mlp(out.last_hidden_state[:, 0]).squeeze(-1) - MEAN) / STD
+        assert torch.allclose(model(images, prompts), expected, atol=1e-5)
 
 
 def test_sd_prior_shapes_and_text_cache():

@@ -110,3 +110,42 @@ def save_tiny_hpsv2(folder: Path, seed: int = 0) -> Path:
     state = hf_to_open_clip(CLIPModel.from_pretrained(clip_dir).state_dict())
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, folder / "HPS_v2.1_compressed.pt")
     return folder
+
+
+def save_tiny_bert_tokenizer(path: Path) -> Path:
+    """A BERT WordPiece tokenizer with a 40-token vocabulary, saved with save_pretrained."""
+    from transformers import BertTokenizer
+
+    path.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "sphere", "cube", "photo", "of",
+             "the", "green", "purple", "ball", "box", ",", "front", "side", "back", "view", "dslr", "leather",
+             "recliner", "worn", "##s", "##ed", "##ing", "and", "in", "on", "with", "big", "small", "low", "new",
+             "wide", "old", "very"]
+    (path / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizer(str(path / "vocab.txt")).save_pretrained(path)
+    return path
+
+
+def save_tiny_imagereward(folder: Path, seed: int = 0) -> Path:
+    """An ImageReward.pt in the original BLIP layout (tiny ViT + BERT with cross-attention + MLP), and a
+    BERT tokenizer folder ``tokenizer/``. Heads: 4 and 4."""
+    from psdkit_plugins.rewards._blip import hf_to_vit
+    from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
+
+    torch.manual_seed(seed)
+    tok = save_tiny_bert_tokenizer(folder / "tokenizer")
+    from transformers import BertTokenizer
+
+    vocab = len(BertTokenizer.from_pretrained(tok)) + 2  # [DEC] and [ENC] are added at load
+    vision = BlipVisionModel(BlipVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                              num_attention_heads=4, image_size=32, patch_size=8, layer_norm_eps=1e-6))
+    text = BlipTextModel(BlipTextConfig(vocab_size=vocab, hidden_size=24, intermediate_size=37, num_hidden_layers=2,
+                                        num_attention_heads=4, encoder_hidden_size=32, max_position_embeddings=64),
+                         add_pooling_layer=False)
+    state = {f"blip.visual_encoder.{k}": v for k, v in hf_to_vit(vision.state_dict()).items()}
+    state.update({f"blip.text_encoder.{k}": v for k, v in text.state_dict().items() if not k.endswith("position_ids")})
+    head = save_tiny_aesthetic_head(folder / "_head.pth", in_dim=24, seed=seed)
+    state.update({f"mlp.{k}": v for k, v in torch.load(head, weights_only=True).items()})
+    head.unlink()
+    torch.save(state, folder / "ImageReward.pt")
+    return folder

@@ -1,0 +1,90 @@
+"""ImageReward (Xu et al., https://arxiv.org/abs/2304.05977): a BLIP reward model of human preference.
+
+The prompt, encoded by BLIP's text encoder with cross-attention to the image, gives a [CLS] feature that an
+MLP maps to a reward, normalized by the training mean and std (as the released ``score``). The released
+``ImageReward.pt`` (original BLIP layout) is converted to transformers' BLIP models on load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from psdkit import hub
+from psdkit.config.schema import knob
+from psdkit.contracts import RewardModel
+from psdkit.errors import PluginError
+from psdkit_plugins.rewards._blip import blip_configs, split, vit_to_hf
+from psdkit_plugins.rewards._clip import preprocess
+from psdkit_plugins.rewards.aesthetic import head_from_state_dict
+
+MEAN, STD = 0.16717362830052426, 1.0333394966054072  # ImageReward's reward normalization
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRewardConfig:
+    """Config of ImageReward."""
+
+    checkpoint: str = "THUDM/ImageReward"
+    """Hub repo, folder or file of ImageReward.pt."""
+    checkpoint_file: str = "ImageReward.pt"
+    """File name inside ``checkpoint``."""
+    tokenizer: str = "bert-base-uncased"
+    """Hub id or folder of the BERT tokenizer ([DEC] and [ENC] are added as in BLIP)."""
+    vision_heads: int = knob(16, ge=1)
+    """Attention heads of the ViT (16 for BLIP ViT-L)."""
+    text_heads: int = knob(12, ge=1)
+    """Attention heads of the text encoder (12 for BERT-base)."""
+    max_length: int = knob(35, ge=4)
+    """Prompt length in tokens (35 in ImageReward)."""
+
+
+class ImageReward(RewardModel):
+    """ImageReward's human-preference score (normalized, ~N(0, 1) over its training data)."""
+
+    Config = ImageRewardConfig
+
+    @classmethod
+    def required_weights(cls, config: ImageRewardConfig) -> list[tuple[str, bool]]:
+        """(weights, present locally) for the checkpoint and the tokenizer."""
+        return [(f"{config.checkpoint}/{config.checkpoint_file}",
+                 hub.file_status(config.checkpoint, config.checkpoint_file)),
+                (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json"))]
+
+    def __init__(self, config: ImageRewardConfig) -> None:
+        super().__init__(config)
+        from transformers import BertTokenizer, BlipTextModel, BlipVisionModel
+
+        what = "reward imagereward"
+        path = hub.resolve_file(config.checkpoint, config.checkpoint_file, what)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        vit, text = split(state, "blip.visual_encoder."), split(state, "blip.text_encoder.")
+        vcfg, tcfg = blip_configs(vit, text, config.vision_heads, config.text_heads)
+        self.vision, self.text = BlipVisionModel(vcfg), BlipTextModel(tcfg, add_pooling_layer=False)
+        for module, weights in ((self.vision, vit_to_hf(vit)), (self.text, text)):
+            result = module.load_state_dict(weights, strict=False)
+            bad = [k for k in result.missing_keys if not k.endswith("position_ids")] + list(result.unexpected_keys)
+            if bad:
+                raise PluginError(f"{what}: {path} does not match BLIP: {bad[:5]}")
+        self.mlp = head_from_state_dict(split(state, "mlp."))
+        self.requires_grad_(False).eval()
+        tok_path, local_only = hub.resolve(config.tokenizer, what, "tokenizer_config.json")
+        self.tokenizer = BertTokenizer.from_pretrained(tok_path, local_files_only=local_only)
+        self.tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+
+    def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
+        pixels = preprocess(images, self.vision.config.image_size)
+        image_embeds = self.vision(pixel_values=pixels).last_hidden_state
+        tok = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.config.max_length,
+                             return_tensors="pt").to(images.device)
+        image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=images.device)
+        out = self.text(input_ids=tok.input_ids, attention_mask=tok.attention_mask,
+                        encoder_hidden_states=image_embeds, encoder_attention_mask=image_atts)
+        reward = self.mlp(out.last_hidden_state[:, 0].float()).squeeze(-1)
+        return (reward - MEAN) / STD
+
+    def weights(self) -> list[str]:
+        return [f"{self.config.checkpoint}/{self.config.checkpoint_file}", self.config.tokenizer]
