@@ -64,6 +64,7 @@ def tiny_weights(tmp_path_factory) -> dict[str, Path]:
         "head": tiny_models.save_tiny_aesthetic_head(d / "head" / "aesthetic.pth"),
         "hps": tiny_models.save_tiny_hpsv2(d / "hps"),
         "ir": tiny_models.save_tiny_imagereward(d / "ir"),
+        "if": tiny_models.save_tiny_deepfloyd_if(d / "if"),
         "cache": d / "text-cache",
     }
 

@@ -45,3 +45,18 @@ def test_hacking_rule():
 def test_eval_of_a_non_run_fails_clearly(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
     assert "not a psdkit run directory" in capsys.readouterr().err
+
+
+def test_eval_scores_a_stable_diffusion_run(tmp_path, monkeypatch, tiny_weights, capsys):
+    """psd_nerf.yaml with its models pointed at tiny checkpoints trains on CPU and psdkit eval scores it."""
+    from conftest import tiny_model_overrides
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", str(ROOT / "recipes" / "psd_nerf.yaml"), "name=sd", *TINY, "trainer.max_steps=2",
+            "trainer.ckpt_every=0", *tiny_model_overrides(tiny_weights)]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "sd"
+    assert main(["eval", str(run), "--views", "2", "--resolution", "32"]) == 0
+    out = json.loads((run / "eval.json").read_text())
+    assert set(out["final"]["heldout_rewards"]) == {"hpsv2", "pickscore", "aesthetic", "clip-score"}
+    assert "train_reward" in out["final"] and out["final"]["step"] == 2

@@ -15,6 +15,7 @@ import torch
 pytest.importorskip("diffusers", reason="pip install 'psdkit[diffusers]' to test the Stable Diffusion prior")
 pytest.importorskip("transformers", reason="pip install 'psdkit[rewards]' to test the CLIP-based rewards")
 
+from psdkit_plugins.priors.deepfloyd_if import DeepFloydIFPrior  # noqa: E402
 from psdkit_plugins.priors.stable_diffusion import StableDiffusionPrior  # noqa: E402
 from psdkit_plugins.rewards._clip import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
 from psdkit_plugins.rewards.aesthetic import AestheticReward  # noqa: E402
@@ -46,6 +47,19 @@ class TestStableDiffusion(conformance.PriorConformance):
 
     def tiny_config(self):
         return sd_config()
+
+
+class TestDeepFloydIF(conformance.PriorConformance):
+    plugin_cls = DeepFloydIFPrior
+
+    def tiny_config(self):
+        return DeepFloydIFPrior.Config(model=str(TINY["if"]), resolution=16, text_cache=str(TINY["cache"]))
+
+
+def test_deepfloyd_missing_weights_mention_the_licence(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingWeightsError, match=r"(?s)DeepFloyd/IF-I-XL-v1.0 is gated: accept its licence"):
+        DeepFloydIFPrior(DeepFloydIFPrior.Config())
 
 
 class TestClipScore(conformance.RewardConformance):

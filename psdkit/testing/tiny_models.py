@@ -149,3 +149,50 @@ def save_tiny_imagereward(folder: Path, seed: int = 0) -> Path:
     head.unlink()
     torch.save(state, folder / "ImageReward.pt")
     return folder
+
+
+def save_tiny_t5_tokenizer(path: Path) -> Path:
+    """A T5 (Unigram) tokenizer with a handful of pieces, built with ``tokenizers`` and saved."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"\u2581{w}", -2.0) for w in ("a", "red", "blue", "sphere", "cube", "photo", "of", "the")]
+    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz"] + [("\u2581", -3.0)]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=2))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    fast = T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           extra_ids=0, model_max_length=77)
+    fast.save_pretrained(path)
+    return path
+
+
+def save_tiny_deepfloyd_if(path: Path, seed: int = 0) -> Path:
+    """A DeepFloyd-IF-stage-I-layout folder: pixel UNet (3 in, 6 out), T5 encoder, tokenizer, scheduler."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = save_tiny_t5_tokenizer(path / "tokenizer")
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(tok))
+    T5EncoderModel(T5Config(vocab_size=vocab, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
+                            pad_token_id=0, eos_token_id=1)).save_pretrained(path / "text_encoder")
+    UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=3, out_channels=6,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, encoder_hid_dim=16,
+        encoder_hid_dim_type="text_proj", attention_head_dim=(2, 4), norm_num_groups=32,
+    ).save_pretrained(path / "unet")
+    DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+                  variance_type="learned_range", clip_sample=False).save_pretrained(path / "scheduler")
+    (path / "model_index.json").write_text(json.dumps({
+        "_class_name": "IFPipeline", "_diffusers_version": "0.30.0", "scheduler": ["diffusers", "DDPMScheduler"],
+        "text_encoder": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "safety_checker": [None, None],
+        "feature_extractor": [None, None], "watermarker": [None, None], "requires_safety_checker": False,
+    }))
+    return path

@@ -9,8 +9,6 @@ are converted to eps. ``latents: vae`` encodes renders (resized to ``resolution`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -20,6 +18,7 @@ from torch import Tensor
 from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
+from psdkit.text_cache import TextCache
 
 # Linear latent -> RGB approximation of SD's VAE (rows: latent channels), used by ``latents: direct``.
 LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
@@ -99,30 +98,17 @@ class StableDiffusionPrior(DiffusionPrior):
         return int(self.alphas_cumprod.shape[0])
 
     # ---- text --------------------------------------------------------------------------------
-    def _cache_path(self, prompt: str) -> Path | None:
-        if self.config.text_cache is None:
-            return None
-        key = hashlib.sha256(f"{self.config.model}|{self.config.revision}|{prompt}".encode()).hexdigest()[:32]
-        return Path(self.config.text_cache).expanduser() / f"{key}.pt"
-
     @torch.no_grad()
+    def _encode(self, prompts: list[str]) -> Tensor:
+        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        return self.text_encoder(ids.to(self.text_encoder.device))[0]
+
     def encode_text(self, prompts: list[str]) -> Tensor:
-        out = []
-        for prompt in prompts:
-            path = self._cache_path(prompt)
-            if path is not None and path.is_file():
-                out.append(torch.load(path, map_location="cpu", weights_only=True))
-                continue
-            ids = self.tokenizer([prompt], padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids
-            emb = self.text_encoder(ids.to(self.text_encoder.device))[0][0].float().cpu()
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(emb, path)
-            out.append(emb)
+        emb = TextCache(self.config.text_cache, self.config.model, self.config.revision).encode(prompts, self._encode)
         if self.config.offload_text_encoder:
             self.text_encoder.to("cpu")
-        return torch.stack(out).to(self.alphas_cumprod.device)
+        return emb.to(self.alphas_cumprod.device)
 
     def _apply(self, fn, recurse: bool = True):  # keep an offloaded text encoder on the CPU
         result = super()._apply(fn, recurse)

@@ -1,0 +1,114 @@
+"""DeepFloyd IF stage I as a frozen prior: pixel-space diffusion at 64x64 with a T5 text encoder.
+
+Loads ``DeepFloyd/IF-I-XL-v1.0`` (gated: accept the licence on its hub page and log in first) or a local
+folder with the same layout. The UNet predicts eps and a learned variance; eps is its first 3 channels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from psdkit import hub
+from psdkit.config.schema import knob
+from psdkit.contracts import Cameras, DiffusionPrior
+from psdkit.text_cache import TextCache
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+GATED = "DeepFloyd IF is released under a licence you must accept once"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepFloydIFConfig:
+    """Config of the DeepFloyd IF stage-I prior."""
+
+    model: str = "DeepFloyd/IF-I-XL-v1.0"
+    """Hub id or local folder (unet/ text_encoder/ tokenizer/ scheduler/)."""
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    """Weights dtype; auto: fp16 on CUDA, fp32 on CPU."""
+    resolution: int = knob(64, ge=16)
+    """Pixel resolution of the prior (64 for stage I)."""
+    max_length: int = knob(77, ge=8)
+    """Prompt length in T5 tokens."""
+    offload_text_encoder: bool = True
+    """Move the (large) T5 encoder to the CPU after the prompts are encoded."""
+    text_cache: str | None = "~/.cache/psdkit/text-embeddings"
+    """Folder of cached text embeddings (keyed by model and prompt); null: no cache."""
+
+
+class DeepFloydIFPrior(DiffusionPrior):
+    """DeepFloyd IF stage I: eps-prediction in 64x64 pixel space."""
+
+    Config = DeepFloydIFConfig
+
+    @classmethod
+    def required_weights(cls, config: DeepFloydIFConfig) -> list[tuple[str, bool]]:
+        """(model, present locally)."""
+        return [(config.model, hub.status(config.model, "model_index.json"))]
+
+    def __init__(self, config: DeepFloydIFConfig) -> None:
+        super().__init__(config)
+        try:
+            from diffusers import DDPMScheduler, UNet2DConditionModel
+            from transformers import AutoTokenizer, T5EncoderModel
+        except ImportError as err:
+            raise ImportError("the deepfloyd-if prior needs: pip install 'psdkit[diffusers]'") from err
+        ref, local_only = hub.resolve(config.model, "prior deepfloyd-if", "model_index.json", gated=GATED)
+        dtype = DTYPES.get(config.dtype, torch.float16 if torch.cuda.is_available() else torch.float32)
+        self.dtype_ = dtype
+        self.unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet", torch_dtype=dtype,
+                                                         local_files_only=local_only)
+        self.text_encoder = T5EncoderModel.from_pretrained(ref, subfolder="text_encoder", torch_dtype=dtype,
+                                                           local_files_only=local_only)
+        self.tokenizer = AutoTokenizer.from_pretrained(ref, subfolder="tokenizer", local_files_only=local_only)
+        sched = DDPMScheduler.from_pretrained(ref, subfolder="scheduler", local_files_only=local_only)
+        self.register_buffer("alphas_cumprod", sched.alphas_cumprod.float().clone(), persistent=False)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    @torch.no_grad()
+    def _encode(self, prompts: list[str]) -> Tensor:
+        tok = self.tokenizer(prompts, padding="max_length", max_length=self.config.max_length, truncation=True,
+                             add_special_tokens=True, return_tensors="pt")
+        dev = next(self.text_encoder.parameters()).device
+        return self.text_encoder(tok.input_ids.to(dev), attention_mask=tok.attention_mask.to(dev))[0]
+
+    def encode_text(self, prompts: list[str]) -> Tensor:
+        emb = TextCache(self.config.text_cache, self.config.model).encode(prompts, self._encode)
+        if self.config.offload_text_encoder:
+            self.text_encoder.to("cpu")
+        return emb.to(self.alphas_cumprod.device)
+
+    def _apply(self, fn, recurse: bool = True):  # keep an offloaded text encoder on the CPU
+        result = super()._apply(fn, recurse)
+        if self.config.offload_text_encoder:
+            self.text_encoder.to("cpu")
+        return result
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        r = self.config.resolution
+        if images.shape[-2:] != (r, r):
+            images = F.interpolate(images, (r, r), mode="bilinear", align_corners=False, antialias=True)
+        return images * 2 - 1
+
+    def decode(self, latents: Tensor) -> Tensor:
+        return (latents * 0.5 + 0.5).clamp(0, 1)
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        abar = self.alphas_cumprod[t.long()]
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def predict_noise(
+        self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None
+    ) -> Tensor:
+        out = self.unet(x_t.to(self.dtype_), t, encoder_hidden_states=text_emb.to(self.dtype_)).sample
+        return out[:, : x_t.shape[1]].float()
+
+    def weights(self) -> list[str]:
+        return [self.config.model]
