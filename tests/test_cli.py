@@ -30,7 +30,7 @@ def test_plugins_unknown_kind(capsys):
 def test_show_documents_every_field(capsys):
     assert main(["show", "guidance", "psd"]) == 0
     out = capsys.readouterr().out
-    assert "neg_lr: Schedule = Schedule(start=0.001" in out
+    assert "neg_lr: Schedule = 0.001  [ge 0.0]" in out
     assert "Learning rate of e_n (Adam)." in out
     assert "form: 'p1' | 'p2' = 'p1'" in out
     assert main(["show", "guidance", "nope"]) == 2

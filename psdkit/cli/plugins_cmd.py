@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import typing
 
-from psdkit.config.schema import field_docs, type_name
+from psdkit.config.schema import Schedule, field_docs, type_name
 from psdkit.errors import PluginError
 from psdkit.registry import KINDS, default_registry
 
@@ -26,6 +26,15 @@ def list_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_value(value: object) -> str:
+    """A default as a recipe would write it (constant schedules as their number)."""
+    if isinstance(value, Schedule):
+        if value.end is None:
+            return repr(value.start)
+        return repr({k: v for k, v in dataclasses.asdict(value).items() if v is not None})
+    return repr(value)
+
+
 def describe_config(cls: type) -> list[str]:
     """One line per config field: name, type, default, docstring."""
     docs = field_docs(cls)
@@ -33,9 +42,9 @@ def describe_config(cls: type) -> list[str]:
     lines = []
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
-            default = repr(f.default)
+            default = show_value(f.default)
         elif f.default_factory is not dataclasses.MISSING:
-            default = repr(f.default_factory())
+            default = show_value(f.default_factory())
         else:
             default = "(required)"
         bounds = f.metadata.get("psdkit_bounds", {})

@@ -74,3 +74,23 @@ class DiffusionPrior(Component, abc.ABC):
     def weights(self) -> list[str]:
         """Hub ids or paths of the weights this prior needs (for ``psdkit doctor``). Default: none."""
         return []
+
+
+class CumprodSchedule:
+    """Mixin for priors whose noise schedule is a table ``alphas_cumprod`` [T] (a buffer of the prior).
+
+    Provides :attr:`num_train_timesteps` and :meth:`alpha_sigma` with ``alpha = sqrt(abar_t)`` and
+    ``sigma = sqrt(1 - abar_t)``.
+    """
+
+    alphas_cumprod: Tensor
+
+    @property
+    def num_train_timesteps(self) -> int:
+        """T, the length of the table."""
+        return int(self.alphas_cumprod.shape[0])
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(alpha_t, sigma_t)``, each [B], for integer timesteps ``t`` [B]."""
+        abar = self.alphas_cumprod[t.long()]
+        return abar.sqrt(), (1 - abar).sqrt()

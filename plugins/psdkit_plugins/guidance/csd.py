@@ -12,25 +12,18 @@ import torch
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import Weighting, broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit.ops.distill import broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit_plugins.guidance._cfg import NoiseConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class CSDConfig:
+class CSDConfig(NoiseConfig):
     """Config of CSD."""
 
     guidance_scale: Schedule = knob(Schedule(10.0), ge=0.0)
     """w1, weight of the prompt direction (eps_y - eps_u)."""
     negative_scale: Schedule = knob(Schedule(0.0), ge=0.0)
     """w2, weight of the negative-prompt direction (eps_neg - eps_u); 0 disables it."""
-    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
-    """Lowest timestep, as a fraction of T."""
-    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
-    """Highest timestep, as a fraction of T."""
-    weighting: Weighting = "sds"
-    """w(t)."""
-    batch_conditionings: bool = True
-    """Run all conditionings in one prior call."""
 
 
 class CSD(GuidanceStrategy):

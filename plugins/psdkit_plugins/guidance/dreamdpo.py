@@ -14,31 +14,20 @@ from typing import Literal
 
 import torch
 
-from psdkit.config.schema import Schedule, knob
+from psdkit.config.schema import knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import Weighting, broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit.ops.distill import broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
 
 
 @dataclasses.dataclass(frozen=True)
-class DreamDPOConfig:
+class DreamDPOConfig(CFGConfig):
     """Config of DreamDPO."""
 
-    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
-    """s, CFG scale."""
     gap_threshold: float = knob(0.01, ge=0.0)
     """Below this reward gap the fallback gradient is used (beta_dpo in the reference code)."""
     fallback: Literal["reference", "sds"] = "reference"
     """Fallback gradient: the released code's w(t) * eps_cfg^w, or the SDS residual of the winner."""
-    use_negative_prompt: bool = True
-    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
-    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
-    """Lowest timestep, as a fraction of T."""
-    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
-    """Highest timestep, as a fraction of T."""
-    weighting: Weighting = "sds"
-    """w(t)."""
-    batch_conditionings: bool = True
-    """Run both conditionings in one prior call."""
 
 
 class DreamDPO(GuidanceStrategy):
@@ -52,8 +41,7 @@ class DreamDPO(GuidanceStrategy):
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step), copies=2)
         b = n.z.shape[0]
         cams, vi = inp.cameras.repeat(2), inp.view_index.repeat(2)
-        e_y = cond.prompt_emb[vi]
-        e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
+        e_y, e_b = cfg_embeddings(cond, vi, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], cams, c.batch_conditionings)
             eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)

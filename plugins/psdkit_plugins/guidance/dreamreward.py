@@ -13,13 +13,14 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from psdkit.config.schema import Schedule, knob
+from psdkit.config.schema import knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import Weighting, broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit.ops.distill import broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
 
 
 @dataclasses.dataclass(frozen=True)
-class DreamRewardConfig:
+class DreamRewardConfig(CFGConfig):
     """Config of the DreamReward-style strategy."""
 
     reward_weight: float = knob(1.0, ge=0.0)
@@ -32,18 +33,6 @@ class DreamRewardConfig:
     """Fraction of training where it stops."""
     straight_through_t: float = knob(0.1, ge=0.0, le=1.0)
     """At or below this fraction of T the reward sees the straight-through x0 estimate."""
-    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
-    """s, CFG scale of the SDS term."""
-    use_negative_prompt: bool = True
-    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
-    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
-    """Lowest timestep, as a fraction of T."""
-    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
-    """Highest timestep, as a fraction of T."""
-    weighting: Weighting = "sds"
-    """w(t)."""
-    batch_conditionings: bool = True
-    """Run both conditionings in one prior call."""
 
 
 class DreamReward(GuidanceStrategy):
@@ -55,8 +44,7 @@ class DreamReward(GuidanceStrategy):
     def forward(self, inp: GuidanceInput) -> GuidanceOutput:
         c, prior, cond, reward = self.config, self.ctx.prior, self.ctx.cond, self.ctx.reward
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step))
-        e_y = cond.prompt_emb[inp.view_index]
-        e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
+        e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
             eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)

@@ -17,30 +17,23 @@ from torch import Tensor
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
 from psdkit.ops.distill import Weighting, broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit_plugins.guidance._cfg import CFGConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class ISMConfig:
+class ISMConfig(CFGConfig):
     """Config of ISM."""
 
-    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
-    """s, CFG scale of the teacher at x_t."""
     delta_t: Schedule = knob(Schedule(0.1), ge=0.0, le=1.0)
     """t - s as a fraction of T (LucidDreamer anneals 100 -> 50 of 1000)."""
     inv_steps: int = knob(5, ge=1, le=100)
     """DDIM inversion steps from 0 to s."""
     inversion_prompt: Literal["uncond", "negative"] = "uncond"
     """Embedding used for inversion: the empty prompt or the recipe's negative prompt."""
-    use_negative_prompt: bool = True
-    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
-    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
-    """Lowest timestep, as a fraction of T."""
     t_max: Schedule = knob(Schedule(0.5), ge=0.0, le=1.0)
     """Highest timestep, as a fraction of T (LucidDreamer widens it to 0.98 with warm-up)."""
     weighting: Weighting = "sqrt_snr_inv"
     """w(t); LucidDreamer uses sigma / alpha."""
-    batch_conditionings: bool = True
-    """Run both CFG conditionings in one prior call."""
 
 
 def ddim_step(prior, x: Tensor, t_from: Tensor, t_to: Tensor, eps: Tensor) -> Tensor:

@@ -16,11 +16,12 @@ import torch
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import Weighting, broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit.ops.distill import broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
 
 
 @dataclasses.dataclass(frozen=True)
-class NaiveRewardConfig:
+class NaiveRewardConfig(CFGConfig):
     """Config of naive reward-gradient guidance."""
 
     reward_weight: Schedule = knob(Schedule(1.0), ge=0.0)
@@ -29,16 +30,6 @@ class NaiveRewardConfig:
     """Where the reward is evaluated: the render, or the one-step x0 estimate (through the prior)."""
     reward_start: float = knob(0.0, ge=0.0, le=1.0)
     """Fraction of training after which the reward term is on."""
-    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
-    """s, CFG scale of the SDS term."""
-    use_negative_prompt: bool = True
-    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
-    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
-    """Lowest timestep, as a fraction of T."""
-    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
-    """Highest timestep, as a fraction of T."""
-    weighting: Weighting = "sds"
-    """w(t)."""
 
 
 class NaiveReward(GuidanceStrategy):
@@ -50,14 +41,13 @@ class NaiveReward(GuidanceStrategy):
     def forward(self, inp: GuidanceInput) -> GuidanceOutput:
         c, prior, cond, reward = self.config, self.ctx.prior, self.ctx.cond, self.ctx.reward
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step))
-        e_y = cond.prompt_emb[inp.view_index]
-        e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
+        e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         on = c.reward_weight(inp.step) > 0 and inp.step >= c.reward_start * inp.max_steps
         x0_space = on and c.space == "x0"
         # in x0 space, x_t keeps its graph to the render so the reward gradient flows through the prior
         x_t = broadcast(n.alpha, n.z) * n.z + broadcast(n.sigma, n.z) * n.eps if x0_space else n.x_t
         with torch.set_grad_enabled(x0_space):
-            eps_y, eps_b = predict_many(prior, x_t, n.t, [e_y, e_b], inp.cameras)
+            eps_y, eps_b = predict_many(prior, x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
             eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)
         grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg.detach() - n.eps)
         loss = residual_loss(n.z, grad)

@@ -13,25 +13,18 @@ import torch
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import Weighting, broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit.ops.distill import broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit_plugins.guidance._cfg import NoiseConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class NFSDConfig:
+class NFSDConfig(NoiseConfig):
     """Config of NFSD."""
 
     guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
     """s, weight of the condition direction."""
     switch_t: float = knob(0.2, ge=0.0, le=1.0)
     """Fraction of T above which the domain term uses the negative prompt (200 of 1000 in the paper)."""
-    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
-    """Lowest timestep, as a fraction of T."""
-    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
-    """Highest timestep, as a fraction of T."""
-    weighting: Weighting = "sds"
-    """w(t)."""
-    batch_conditionings: bool = True
-    """Run all conditionings in one prior call."""
 
 
 class NFSD(GuidanceStrategy):

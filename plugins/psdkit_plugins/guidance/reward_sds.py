@@ -13,13 +13,14 @@ from typing import Literal
 
 import torch
 
-from psdkit.config.schema import Schedule, knob
+from psdkit.config.schema import knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import Weighting, broadcast, forward_noise, predict_many, timestep_weight
+from psdkit.ops.distill import broadcast, forward_noise, predict_many, timestep_weight
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
 
 
 @dataclasses.dataclass(frozen=True)
-class RewardSDSConfig:
+class RewardSDSConfig(CFGConfig):
     """Config of RewardSDS."""
 
     num_noises: int = knob(4, ge=1, le=64)
@@ -36,18 +37,6 @@ class RewardSDSConfig:
     """tau of the softmax combination."""
     reward_duration: float = knob(0.7, ge=0.0, le=1.0)
     """Fraction of training with reward weighting; plain SDS after."""
-    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
-    """s, CFG scale."""
-    use_negative_prompt: bool = True
-    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
-    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
-    """Lowest timestep, as a fraction of T."""
-    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
-    """Highest timestep, as a fraction of T."""
-    weighting: Weighting = "sds"
-    """w(t)."""
-    batch_conditionings: bool = True
-    """Run both conditionings in one prior call."""
 
     def __post_init__(self) -> None:
         if self.top_k > self.num_noises:
@@ -82,8 +71,7 @@ class RewardSDS(GuidanceStrategy):
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step), copies=n_noise)
         b = n.z.shape[0]
         cams, vi = inp.cameras.repeat(n_noise), inp.view_index.repeat(n_noise)
-        e_y = cond.prompt_emb[vi]
-        e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
+        e_y, e_b = cfg_embeddings(cond, vi, c.use_negative_prompt)
         active = inp.step < c.reward_duration * inp.max_steps
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], cams, c.batch_conditionings)

@@ -10,34 +10,22 @@ import dataclasses
 
 import torch
 
-from psdkit.config.schema import Schedule, knob
+from psdkit.config.schema import knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
 from psdkit.ops.distill import (
-    Weighting,
     broadcast,
     forward_noise,
     predict_many,
     residual_loss,
     timestep_weight,
 )
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
 
 
 @dataclasses.dataclass(frozen=True)
-class SDSConfig:
+class SDSConfig(CFGConfig):
     """Config of SDS."""
 
-    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
-    """s, classifier-free guidance scale."""
-    use_negative_prompt: bool = True
-    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
-    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
-    """Lowest timestep, as a fraction of T (a schedule for annealing)."""
-    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
-    """Highest timestep, as a fraction of T."""
-    weighting: Weighting = "sds"
-    """w(t): sds = sigma^2, uniform, or sqrt_snr_inv = sigma / alpha."""
-    batch_conditionings: bool = True
-    """Run both conditionings in one prior call."""
     loss_scale: float = knob(1.0, gt=0.0)
     """Multiplier of the loss."""
 
@@ -51,8 +39,7 @@ class SDS(GuidanceStrategy):
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step))
         z, t, eps, alpha, sigma, x_t = n.z, n.t, n.eps, n.alpha, n.sigma, n.x_t
-        e_y = cond.prompt_emb[inp.view_index]
-        e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
+        e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, x_t, t, [e_y, e_b], inp.cameras, c.batch_conditionings)
             eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)

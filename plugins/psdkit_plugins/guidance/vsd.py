@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import Cameras, GuidanceContext, GuidanceInput, GuidanceOutput, GuidanceStrategy, ParamGroup
 from psdkit.ops.distill import (
-    Weighting,
     broadcast,
     draw_noise,
     forward_noise,
@@ -26,14 +25,13 @@ from psdkit.ops.distill import (
     residual_loss,
     timestep_weight,
 )
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
 
 
 @dataclasses.dataclass(frozen=True)
-class VSDConfig:
+class VSDConfig(CFGConfig):
     """Config of VSD."""
 
-    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
-    """s, CFG scale of the frozen prior."""
     adapter_channels: int = knob(32, ge=4, le=512)
     """Hidden channels of the adapter delta_phi."""
     adapter_lr: Schedule = knob(Schedule(1e-3), ge=0.0)
@@ -42,14 +40,6 @@ class VSDConfig:
     """Condition the adapter on the camera pose."""
     adapter_weight: float = knob(1.0, gt=0.0)
     """Weight of the adapter's diffusion loss."""
-    use_negative_prompt: bool = True
-    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
-    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
-    """Lowest timestep, as a fraction of T."""
-    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
-    """Highest timestep, as a fraction of T."""
-    weighting: Weighting = "sds"
-    """w(t)."""
 
 
 class Adapter(nn.Module):
@@ -102,10 +92,9 @@ class VSD(GuidanceStrategy):
     def forward(self, inp: GuidanceInput) -> GuidanceOutput:
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step))
-        e_y = cond.prompt_emb[inp.view_index]
-        e_b = (cond.negative_emb if c.use_negative_prompt else cond.uncond_emb).expand_as(e_y)
+        e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         with torch.no_grad():
-            eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], inp.cameras)
+            eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
             eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)
             phi = self.eps_phi(n.x_t, n.t, e_y, inp.cameras, eps_y)
             grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - phi)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
+from psdkit.contracts.prior import CumprodSchedule
 from psdkit.world.objects import DEFAULT_OBJECTS, answering, render_objects
 from psdkit.world.text import TinyTextEncoder
 
@@ -59,7 +60,7 @@ class AnalyticPriorConfig:
             raise ValueError(f"objects: unknown {bad}; known: {sorted(known)}")
 
 
-class AnalyticPrior(DiffusionPrior):
+class AnalyticPrior(CumprodSchedule, DiffusionPrior):
     """Closed-form Gaussian-mixture prior over the analytic world's renders."""
 
     Config = AnalyticPriorConfig
@@ -78,10 +79,6 @@ class AnalyticPrior(DiffusionPrior):
         self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float())
         self._cache: tuple[tuple, Tensor] | None = None
 
-    @property
-    def num_train_timesteps(self) -> int:
-        return self.config.num_train_timesteps
-
     def encode_text(self, prompts: list[str]) -> Tensor:
         return self.text(prompts).to(self.keys.device)
 
@@ -94,10 +91,6 @@ class AnalyticPrior(DiffusionPrior):
 
     def decode(self, latents: Tensor) -> Tensor:
         return (latents * 0.5 + 0.5).clamp(0, 1)
-
-    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        abar = self.alphas_cumprod[t.long()]
-        return abar.sqrt(), (1 - abar).sqrt()
 
     def weights_of(self, text_emb: Tensor) -> Tensor:
         """[B, K] mixture weights for text embeddings [B, L, D]."""

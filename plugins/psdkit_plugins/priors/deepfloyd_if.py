@@ -16,9 +16,10 @@ from torch import Tensor
 from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
+from psdkit.contracts.prior import CumprodSchedule
 from psdkit.text_cache import TextCache
+from psdkit_plugins.priors._diffusers import OffloadedTextEncoder, pick_dtype
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 GATED = "DeepFloyd IF is released under a licence you must accept once"
 
 
@@ -40,7 +41,7 @@ class DeepFloydIFConfig:
     """Folder of cached text embeddings (keyed by model and prompt); null: no cache."""
 
 
-class DeepFloydIFPrior(DiffusionPrior):
+class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
     """DeepFloyd IF stage I: eps-prediction in 64x64 pixel space."""
 
     Config = DeepFloydIFConfig
@@ -58,7 +59,7 @@ class DeepFloydIFPrior(DiffusionPrior):
         except ImportError as err:
             raise ImportError("the deepfloyd-if prior needs: pip install 'psdkit[diffusers]'") from err
         ref, local_only = hub.resolve(config.model, "prior deepfloyd-if", "model_index.json", gated=GATED)
-        dtype = DTYPES.get(config.dtype, torch.float16 if torch.cuda.is_available() else torch.float32)
+        dtype = pick_dtype(config.dtype)
         self.dtype_ = dtype
         self.unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet", torch_dtype=dtype,
                                                          local_files_only=local_only)
@@ -67,10 +68,6 @@ class DeepFloydIFPrior(DiffusionPrior):
         self.tokenizer = AutoTokenizer.from_pretrained(ref, subfolder="tokenizer", local_files_only=local_only)
         sched = DDPMScheduler.from_pretrained(ref, subfolder="scheduler", local_files_only=local_only)
         self.register_buffer("alphas_cumprod", sched.alphas_cumprod.float().clone(), persistent=False)
-
-    @property
-    def num_train_timesteps(self) -> int:
-        return int(self.alphas_cumprod.shape[0])
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> Tensor:
@@ -85,12 +82,6 @@ class DeepFloydIFPrior(DiffusionPrior):
             self.text_encoder.to("cpu")
         return emb.to(self.alphas_cumprod.device)
 
-    def _apply(self, fn, recurse: bool = True):  # keep an offloaded text encoder on the CPU
-        result = super()._apply(fn, recurse)
-        if self.config.offload_text_encoder:
-            self.text_encoder.to("cpu")
-        return result
-
     def encode_images(self, images: Tensor) -> Tensor:
         r = self.config.resolution
         if images.shape[-2:] != (r, r):
@@ -99,10 +90,6 @@ class DeepFloydIFPrior(DiffusionPrior):
 
     def decode(self, latents: Tensor) -> Tensor:
         return (latents * 0.5 + 0.5).clamp(0, 1)
-
-    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        abar = self.alphas_cumprod[t.long()]
-        return abar.sqrt(), (1 - abar).sqrt()
 
     def predict_noise(
         self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None

@@ -18,7 +18,9 @@ from torch import Tensor
 from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
+from psdkit.contracts.prior import CumprodSchedule
 from psdkit.text_cache import TextCache
+from psdkit_plugins.priors._diffusers import OffloadedTextEncoder, pick_dtype
 
 # Linear latent -> RGB approximation of SD's VAE (rows: latent channels), used by ``latents: direct``.
 LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
@@ -50,10 +52,9 @@ class StableDiffusionConfig:
     """Folder of cached text embeddings (keyed by model, revision and prompt); null: no cache."""
 
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class StableDiffusionPrior(DiffusionPrior):
+class StableDiffusionPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
     """Stable Diffusion's UNet as an eps-predicting prior over VAE latents."""
 
     Config = StableDiffusionConfig
@@ -72,7 +73,7 @@ class StableDiffusionPrior(DiffusionPrior):
             raise ImportError("the stable-diffusion prior needs: pip install 'psdkit[diffusers]'") from err
         ref, local_only = hub.resolve(config.model, "prior stable-diffusion", "model_index.json")
         kw = {"revision": config.revision, "local_files_only": local_only}
-        dtype = DTYPES.get(config.dtype, torch.float16 if torch.cuda.is_available() else torch.float32)
+        dtype = pick_dtype(config.dtype)
         self.dtype_ = dtype
         self.unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet", torch_dtype=dtype, **kw)
         self.vae = AutoencoderKL.from_pretrained(ref, subfolder="vae", torch_dtype=dtype, **kw)
@@ -93,10 +94,6 @@ class StableDiffusionPrior(DiffusionPrior):
         self.scaling = float(self.vae.config.scaling_factor)
         self._text_device: torch.device | None = None
 
-    @property
-    def num_train_timesteps(self) -> int:
-        return int(self.alphas_cumprod.shape[0])
-
     # ---- text --------------------------------------------------------------------------------
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> Tensor:
@@ -109,12 +106,6 @@ class StableDiffusionPrior(DiffusionPrior):
         if self.config.offload_text_encoder:
             self.text_encoder.to("cpu")
         return emb.to(self.alphas_cumprod.device)
-
-    def _apply(self, fn, recurse: bool = True):  # keep an offloaded text encoder on the CPU
-        result = super()._apply(fn, recurse)
-        if self.config.offload_text_encoder:
-            self.text_encoder.to("cpu")
-        return result
 
     # ---- images ------------------------------------------------------------------------------
     def encode_images(self, images: Tensor) -> Tensor:
@@ -134,10 +125,6 @@ class StableDiffusionPrior(DiffusionPrior):
         return (img * 0.5 + 0.5).clamp(0, 1)
 
     # ---- noise -------------------------------------------------------------------------------
-    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        abar = self.alphas_cumprod[t.long()]
-        return abar.sqrt(), (1 - abar).sqrt()
-
     def predict_noise(
         self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None
     ) -> Tensor:

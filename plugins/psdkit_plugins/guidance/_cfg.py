@@ -1,0 +1,42 @@
+"""Config fields and conditioning shared by the CFG-based strategies (one level of sharing, no deeper)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import Tensor
+
+from psdkit.config.schema import Schedule, knob
+from psdkit.contracts import Conditioning
+from psdkit.ops.distill import Weighting
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseConfig:
+    """Timestep range, weighting and batching of a score-distillation strategy."""
+
+    t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
+    """Lowest timestep, as a fraction of T (a schedule for annealing)."""
+    t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
+    """Highest timestep, as a fraction of T."""
+    weighting: Weighting = "sds"
+    """w(t): sds = sigma^2, uniform, or sqrt_snr_inv = sigma / alpha."""
+    batch_conditionings: bool = True
+    """Run all conditionings of a step in one prior call."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CFGConfig(NoiseConfig):
+    """NoiseConfig plus classifier-free guidance."""
+
+    guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
+    """s, classifier-free guidance scale."""
+    use_negative_prompt: bool = True
+    """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
+
+
+def cfg_embeddings(cond: Conditioning, view_index: Tensor, use_negative_prompt: bool) -> tuple[Tensor, Tensor]:
+    """(prompt embeddings [B, L, D] per view, CFG-baseline embeddings [B, L, D])."""
+    e_y = cond.prompt_emb[view_index]
+    base = cond.negative_emb if use_negative_prompt else cond.uncond_emb
+    return e_y, base.expand_as(e_y)

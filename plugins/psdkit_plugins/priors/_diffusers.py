@@ -1,0 +1,23 @@
+"""Helpers shared by the diffusers-based priors."""
+
+from __future__ import annotations
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_dtype(name: str) -> torch.dtype:
+    """The weights dtype for a config value; ``auto`` is fp16 on CUDA and fp32 on the CPU."""
+    return DTYPES.get(name, torch.float16 if torch.cuda.is_available() else torch.float32)
+
+
+class OffloadedTextEncoder:
+    """Mixin: keeps ``self.text_encoder`` on the CPU when ``config.offload_text_encoder`` is set, even when
+    the prior is moved to a device (prompts are encoded once, before training)."""
+
+    def _apply(self, fn, recurse: bool = True):
+        result = super()._apply(fn, recurse)
+        if self.config.offload_text_encoder:
+            self.text_encoder.to("cpu")
+        return result
