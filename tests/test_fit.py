@@ -22,8 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "trainer.max_steps=2", "trainer.val_every=1", "trainer.log_every=1", "trainer.progress=false", "trainer.threads=1",
     "camera.config.batch_size=1", "camera.config.height=16", "camera.config.width=16",
-    "renderer.config.num_samples=8", "output.eval_views=2", "output.eval_resolution=16",
-    "output.video_views=0", "output.mesh=false",
+    "output.eval_views=2", "output.eval_resolution=16", "output.video_views=0", "output.mesh=false",
 ]
 
 
@@ -33,6 +32,8 @@ def tiny_overrides(recipe: Path) -> list[str]:
     extra = []
     if data.get("prior", {}).get("name", "analytic") == "analytic":
         extra.append("prior.config.resolution=16")
+    if data.get("renderer", {}).get("name", "volume") == "volume":
+        extra.append("renderer.config.num_samples=8")
     return [*TINY, *extra]
 
 

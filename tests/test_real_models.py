@@ -209,3 +209,31 @@ def test_psd_nerf_without_weights_exits_fast_and_writes_nothing(tmp_path):
     assert "stabilityai/stable-diffusion-2-1-base" in proc.stderr and "huggingface-cli download" in proc.stderr
     assert elapsed < 10, f"took {elapsed:.1f} s"
     assert not (tmp_path / "runs").exists()
+
+
+def test_vsd_lora_on_the_stable_diffusion_unet():
+    """VSD's LoRA lives in the prior's UNet but belongs to the strategy; the prior's own eps is unchanged."""
+    from psdkit_plugins.guidance.vsd import VSD
+
+    from psdkit.config.recipe_schema import PromptConfig
+    from psdkit.contracts import GuidanceContext, GuidanceInput
+    from psdkit.run.build import make_conditioning
+    from psdkit.testing import tiny
+
+    prior = StableDiffusionPrior(sd_config()).requires_grad_(False)
+    cond = make_conditioning(prior, PromptConfig(text="lower", view_dependent=False))
+    cams = tiny.tiny_cameras(2, 16)
+    x_t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([100, 700])
+    before = prior.predict_noise(x_t, t, cond.prompt_emb[[0, 0]])
+    vsd = VSD(build_config(VSD.Config, {"score_model": "lora", "lora_rank": 2}, ""))
+    vsd.setup(GuidanceContext(prior=prior, reward=None, cond=cond))
+    assert torch.allclose(prior.predict_noise(x_t, t, cond.prompt_emb[[0, 0]]), before, atol=1e-6)
+    names = [k for k in vsd.state_dict() if "lora" in k]
+    assert names and all(k.startswith("score.") for k in vsd.state_dict())
+    images = torch.rand(2, 3, 16, 16, requires_grad=True)
+    out = vsd(GuidanceInput(images, cams, torch.zeros(2, dtype=torch.long), 0, 10, torch.Generator().manual_seed(1)))
+    out.loss.backward()
+    assert images.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in vsd.score.lora)
+    assert vsd.score.camera.weight.grad is not None

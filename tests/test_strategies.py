@@ -134,7 +134,7 @@ def test_vsd_starts_at_the_prior():
     cfg = e["n"] + 5.0 * (e["y"] - e["n"])
     expected = (sigma**2).view(-1, 1, 1, 1) * (cfg - e["y"])
     assert torch.allclose(grad, 2 * expected / B, atol=1e-5, rtol=1e-4)
-    (g,) = torch.autograd.grad(out.loss, s.adapter.net[-1].weight)
+    (g,) = torch.autograd.grad(out.loss, s.score.adapter.net[-1].weight)
     assert g.abs().sum() > 0, "the adapter trains on its diffusion loss"
 
 
@@ -222,3 +222,10 @@ def test_dreamreward_window_and_hinge():
     assert "reward" not in run(s, step=8)[0].logs
     off = setup(DreamReward, reward_start=0.0, threshold=-10.0)  # every reward above the hinge: no extra term
     assert torch.allclose(run(off)[1], run(setup(SDS))[1], atol=1e-6)
+
+
+def test_vsd_lora_needs_a_network_prior():
+    from psdkit.errors import PluginError
+
+    with pytest.raises(PluginError, match=r"score_model: lora needs a diffusers prior with a UNet, not AnalyticPrior"):
+        setup(VSD, score_model="lora")

@@ -66,3 +66,15 @@ def test_heldout_penalizes_off_manifold_images():
     assert (held(noisy, ["a sphere"] * 2) < base).all()
     train = tiny.tiny_reward()
     assert (train(painted, ["a sphere"] * 2) > train(red, ["a sphere"] * 2)).all(), "the train reward can be hacked"
+
+
+def test_prior_cache_follows_camera_values_not_memory():
+    """A new camera batch at a reused address must not get the previous batch's renders."""
+    prior = tiny.tiny_prior(16)
+    a, b = tiny.tiny_cameras(2, 16, seed=0), tiny.tiny_cameras(2, 16, seed=1)
+    mu_a = prior.means(a).clone()
+    b.c2w = a.c2w  # same tensor object and address, new values below
+    with torch.no_grad():
+        a.c2w.copy_(tiny.tiny_cameras(2, 16, seed=1).c2w)
+    assert not torch.allclose(prior.means(b), mu_a)
+    assert torch.allclose(prior.means(b), render_objects(prior.objects, tiny.tiny_cameras(2, 16, seed=1)) * 2 - 1)

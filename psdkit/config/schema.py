@@ -227,6 +227,8 @@ def build_config(cls: type, data: Any, path: str) -> Any:
     hints = typing.get_type_hints(cls)
     prefix = f"{path}." if path else ""
     for key in data:
+        if key not in fields and not fields:
+            raise RecipeError(f"{prefix}{key}", "unknown key: this component takes no options")
         if key not in fields:
             raise RecipeError(f"{prefix}{key}", "unknown key", None, sorted(fields))
     kwargs = {}

@@ -1,22 +1,27 @@
 """Variational Score Distillation (ProlificDreamer, https://arxiv.org/abs/2305.16213).
 
 ``grad_z = w(t) (eps_cfg - sg(eps_phi(x_t, t, c)))`` where ``eps_phi`` estimates the score of the current
-renders. Here ``eps_phi = eps_prior(x_t; e_y) + delta_phi(x_t, t, c)``: a small camera-conditioned
-convolutional adapter whose last layer starts at zero, so like ProlificDreamer's LoRA it starts
-exactly at the frozen prior and works with any prior. It is trained alongside with the diffusion loss
-on detached renders: ``|eps_phi(alpha' sg(z) + sigma' eps', t', c) - eps'|^2``.
+renders, trained alongside with the diffusion loss on detached renders:
+``|eps_phi(alpha' sg(z) + sigma' eps', t', c) - eps'|^2``. Two score models (``score_model``):
+
+- ``lora`` (ProlificDreamer's): a peft LoRA of the prior's own UNet, enabled only while computing
+  eps_phi, camera-conditioned through one extra text token. Needs a diffusers prior.
+- ``adapter`` (any prior, the analytic one included): ``eps_prior(x_t; e_y) + delta_phi(x_t, t, c)``
+  with a small camera-conditioned conv net whose last layer starts at zero.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import Cameras, GuidanceContext, GuidanceInput, GuidanceOutput, GuidanceStrategy, ParamGroup
+from psdkit.errors import PluginError
 from psdkit.ops.distill import (
     broadcast,
     draw_noise,
@@ -32,14 +37,20 @@ from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
 class VSDConfig(CFGConfig):
     """Config of VSD."""
 
+    score_model: Literal["adapter", "lora"] = "adapter"
+    """eps_phi: a conv adapter on top of the prior (any prior) or a LoRA of the prior's UNet (diffusers)."""
+    lora_rank: int = knob(4, ge=1, le=256)
+    """Rank of the LoRA (score_model: lora)."""
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    """UNet modules that get LoRA layers (score_model: lora)."""
     adapter_channels: int = knob(32, ge=4, le=512)
     """Hidden channels of the adapter delta_phi."""
     adapter_lr: Schedule = knob(Schedule(1e-3), ge=0.0)
-    """Learning rate of the adapter (ProlificDreamer: 1e-4 for the LoRA)."""
+    """Learning rate of the score model (ProlificDreamer: 1e-4 for the LoRA)."""
     camera_condition: bool = True
-    """Condition the adapter on the camera pose."""
+    """Condition the score model on the camera pose."""
     adapter_weight: float = knob(1.0, gt=0.0)
-    """Weight of the adapter's diffusion loss."""
+    """Weight of the score model's diffusion loss."""
 
 
 class Adapter(nn.Module):
@@ -66,6 +77,69 @@ class Adapter(nn.Module):
         return self.net(torch.cat([x_t, cond.to(x_t)[:, :, None, None].expand(-1, -1, h, w)], 1))
 
 
+def set_lora(module: nn.Module, on: bool) -> None:
+    """Switch peft LoRA layers on or off without touching ``requires_grad`` (peft's enable/disable_adapters
+    also freeze the adapter, which would drop its gradients and confuse optimizers and DDP)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for m in module.modules():
+        if isinstance(m, BaseTunerLayer):
+            m._disable_adapters = not on
+
+
+class LoraScore(nn.Module):
+    """eps_phi from a peft LoRA of the prior's UNet; the LoRA is enabled only inside :meth:`forward`.
+
+    The LoRA parameters are registered here, so they belong to the strategy: checkpointed, optimized
+    and synchronized under DDP, while the prior's own weights stay frozen and unsaved.
+    """
+
+    ADAPTER = "psdkit_vsd"
+
+    def __init__(self, prior: nn.Module, text_dim: int, rank: int, targets: tuple[str, ...], camera: bool) -> None:
+        super().__init__()
+        unet = getattr(prior, "unet", None)
+        if unet is None or not hasattr(unet, "add_adapter"):
+            raise PluginError(f"guidance.config.score_model: lora needs a diffusers prior with a UNet, not "
+                              f"{type(prior).__name__}; use score_model: adapter")
+        from peft import LoraConfig
+
+        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets))
+        unet.add_adapter(config, adapter_name=self.ADAPTER)
+        set_lora(unet, False)
+        self.lora = nn.ParameterList([p for n, p in unet.named_parameters() if "lora_" in n])
+        for p in self.lora:
+            p.requires_grad_(True)
+        self._prior = [prior]  # a list, so the frozen prior does not become a submodule
+        self.camera = nn.Linear(12, text_dim) if camera else None
+        if self.camera is not None:
+            nn.init.zeros_(self.camera.weight)
+            nn.init.zeros_(self.camera.bias)
+
+    def forward(self, x_t: Tensor, t: Tensor, e_y: Tensor, cameras: Cameras) -> Tensor:
+        prior = self._prior[0]
+        emb = e_y
+        if self.camera is not None:
+            pose = cameras.c2w[:, :3, :].reshape(len(cameras), 12).to(e_y)
+            emb = torch.cat([e_y, self.camera(pose)[:, None]], 1)
+        set_lora(prior.unet, True)
+        try:
+            return prior.predict_noise(x_t, t, emb, cameras)
+        finally:
+            set_lora(prior.unet, False)
+
+
+class AdapterScore(nn.Module):
+    """eps_phi = eps_prior + delta_phi (works with any prior)."""
+
+    def __init__(self, channels: int, hidden: int, camera: bool) -> None:
+        super().__init__()
+        self.adapter = Adapter(channels, hidden, camera)
+
+    def forward(self, x_t: Tensor, t_frac: Tensor, cameras: Cameras, eps_prior: Tensor) -> Tensor:
+        return eps_prior + self.adapter(x_t, t_frac, cameras)
+
+
 class VSD(GuidanceStrategy):
     """Variational score distillation with a trainable score adapter."""
 
@@ -73,21 +147,28 @@ class VSD(GuidanceStrategy):
 
     def setup(self, ctx: GuidanceContext) -> None:
         super().setup(ctx)
-        channels = ctx.prior.encode_images(torch.zeros(1, 3, 8, 8)).shape[1]
-        self.adapter = Adapter(channels, self.config.adapter_channels, self.config.camera_condition)
+        c = self.config
+        if c.score_model == "lora":
+            self.score = LoraScore(ctx.prior, ctx.cond.prompt_emb.shape[-1], c.lora_rank, c.lora_targets,
+                                   c.camera_condition)
+        else:
+            channels = ctx.prior.encode_images(torch.zeros(1, 3, 8, 8)).shape[1]
+            self.score = AdapterScore(channels, c.adapter_channels, c.camera_condition)
 
     def param_groups(self) -> list[ParamGroup]:
-        return [ParamGroup("adapter", list(self.adapter.parameters()), self.config.adapter_lr)]
+        return [ParamGroup("score_model", list(self.score.parameters()), self.config.adapter_lr)]
 
     def eps_phi(
         self, x_t: Tensor, t: Tensor, e_y: Tensor, cameras: Cameras, eps_prior: Tensor | None = None
     ) -> Tensor:
         """The particle score estimate; ``eps_prior`` reuses a prediction already made."""
         prior = self.ctx.prior
+        if isinstance(self.score, LoraScore):
+            return self.score(x_t, t, e_y, cameras)
         if eps_prior is None:
             with torch.no_grad():
                 eps_prior = prior.predict_noise(x_t, t, e_y, cameras)
-        return eps_prior + self.adapter(x_t, t.float() / (prior.num_train_timesteps - 1), cameras)
+        return self.score(x_t, t.float() / (prior.num_train_timesteps - 1), cameras, eps_prior)
 
     def forward(self, inp: GuidanceInput) -> GuidanceOutput:
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond

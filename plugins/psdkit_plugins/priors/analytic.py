@@ -98,9 +98,13 @@ class AnalyticPrior(CumprodSchedule, DiffusionPrior):
         return logits.softmax(-1)
 
     def means(self, cameras: Cameras) -> Tensor:
-        """[K, B, 3, r, r] component means (object renders in [-1, 1]), cached per camera batch."""
+        """[K, B, 3, r, r] component means (object renders in [-1, 1]), cached per camera batch.
+
+        The cache key is the camera values themselves (not tensor identity: a new batch can reuse a
+        freed tensor's memory), so a hit is always the same poses and fields of view.
+        """
         r = self.config.resolution
-        key = (cameras.c2w.data_ptr(), cameras.c2w._version, tuple(cameras.c2w.shape), r)
+        key = (cameras.c2w.detach().cpu().numpy().tobytes(), cameras.fov_y.detach().cpu().numpy().tobytes(), r)
         if self._cache is None or self._cache[0] != key:
             cams = cameras.resized(r, r)
             mu = render_objects(self.objects, cams, self.config.supersample) * 2 - 1
