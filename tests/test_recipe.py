@@ -64,8 +64,10 @@ BAD = {
                  r"guidance\.config\.form: not an allowed value \(found 'p3'\)"),
     "missing reward": ("reward: null\n", r"reward: guidance 'psd' needs a reward model"),
     "top-level typo": ("trainr:\n  max_steps: 3\n", r"trainr: unknown key"),
-    "option of an option-less plugin": ("renderer:\n  name: image\n  config:\n    num_samples: 8\n",
-                                        r"renderer\.config\.num_samples: unknown key: this component takes no options"),
+    "option of an option-less plugin": (
+        "renderer:\n  name: image\n  config:\n    num_samples: 8\n",
+        r"renderer\.config\.num_samples: unknown key: this component takes no options",
+    ),
 }
 
 
