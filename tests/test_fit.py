@@ -106,3 +106,13 @@ def test_seeded_runs_are_reproducible(tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a.metrics["train_reward"] == b.metrics["train_reward"]
     assert np.isfinite(a.metrics["train_reward"])
+
+
+def test_the_same_eval_reward_twice_keeps_both(tmp_path):
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [
+        *TINY, "prior.config.resolution=16", "renderer.config.num_samples=8",
+        "eval_rewards=[{name: analytic-heldout}, {name: analytic-heldout, config: {tv_weight: 0.0}}]"])
+    result = fit(recipe, FitOptions(run_dir=tmp_path / "run"))
+    held = result.metrics["heldout_rewards"]
+    assert set(held) == {"analytic-heldout", "analytic-heldout#2"}
+    assert held["analytic-heldout"] != held["analytic-heldout#2"]

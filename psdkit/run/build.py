@@ -67,7 +67,10 @@ def build_components(recipe: Recipe) -> Components:
 
     prior = _frozen(make("prior"))
     reward = _frozen(make("reward")) if "reward" in comp else None
-    evals = {c.info.name: _frozen(c.cls(c.config)) for c in recipe.eval_rewards}
+    evals: dict[str, RewardModel] = {}
+    for c in recipe.eval_rewards:  # the same reward twice (other configs) gets name, name#2, ...
+        n = sum(k.split("#")[0] == c.info.name for k in evals)
+        evals[c.info.name if n == 0 else f"{c.info.name}#{n + 1}"] = _frozen(c.cls(c.config))
     cond = make_conditioning(prior, recipe.schema.prompt)
     guidance = make("guidance")
     guidance.setup(GuidanceContext(prior=prior, reward=reward, cond=cond))
