@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from psdkit.config.recipe import load_recipe, read_yaml
 from psdkit.config.schema import build_config, knob
-from psdkit.errors import PsdkitError, RecipeError
+from psdkit.errors import PsdkitError, RecipeError, TrainingInterrupted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,13 +178,21 @@ def run_local(spec: SweepSpec, recipe: Path, method: str, count: int | None, out
         try:
             res = fit(load_recipe(recipe, overrides), FitOptions(run_dir=root / f"trial-{i:03d}", overwrite=True))
             entry.update(run_dir=str(res.run_dir), metric=metric_value(res.metrics, spec.metric.name))
+        except TrainingInterrupted as err:  # Ctrl+C / SIGTERM stops the sweep, not just this trial
+            entry.update(error=str(err), metric=None)
+            _write(root, spec, [*results, entry])
+            raise
         except PsdkitError as err:
             entry.update(error=str(err), metric=None)
         results.append(entry)
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "sweep.json").write_text(json.dumps({"metric": dataclasses.asdict(spec.metric), "trials": results},
-                                                    indent=2, default=str))
+        _write(root, spec, results)
     return results
+
+
+def _write(root: Path, spec: SweepSpec, results: list[dict[str, Any]]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.json").write_text(json.dumps({"metric": dataclasses.asdict(spec.metric), "trials": results},
+                                                indent=2, default=str))
 
 
 def wandb_config(spec: SweepSpec, recipe: Path) -> dict[str, Any]:

@@ -77,3 +77,25 @@ def test_local_grid_runs_every_trial(tmp_path, capsys):
         recipe = (Path(t["run_dir"]) / "recipe.yaml").read_text()
         assert f"neg_lr:\n      start: {t['params']['guidance.config.neg_lr']}" in recipe
     assert "train_reward" in capsys.readouterr().out
+
+
+def test_interrupt_stops_the_sweep(tmp_path, monkeypatch):
+    """SIGTERM/Ctrl+C during a trial stops the whole sweep (after recording the trial), not just that trial."""
+    import psdkit.run.fit as fit_module
+    from psdkit.errors import TrainingInterrupted
+    from psdkit.sweep import run_local
+
+    calls = []
+
+    def interrupted(recipe, opts):
+        calls.append(opts.run_dir)
+        raise TrainingInterrupted("stopped at step 3; saved last.ckpt")
+
+    monkeypatch.setattr(fit_module, "fit", interrupted)
+    spec, recipe = load_sweep(write(tmp_path, "name: s\nmetric: {name: train_reward}\nparameters:\n"
+                                              "  seed: {values: [0, 1, 2]}\n"))
+    with pytest.raises(TrainingInterrupted):
+        run_local(spec, recipe, "grid", None, tmp_path / "out")
+    assert len(calls) == 1
+    summary = json.loads((tmp_path / "out" / "s" / "sweep.json").read_text())
+    assert len(summary["trials"]) == 1 and "stopped at step 3" in summary["trials"][0]["error"]
