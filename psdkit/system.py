@@ -8,7 +8,6 @@ a plain :class:`~psdkit.contracts.GuidanceContext` and are never parameters of t
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -41,10 +40,9 @@ class PSDSystem(L.LightningModule):
     Args:
         components: built components (see :func:`psdkit.run.build.build_components`).
         schema: the validated recipe.
-        run_dir: where validation grids go (None: nowhere).
     """
 
-    def __init__(self, components: Components, schema: RecipeSchema, run_dir: Path | None = None) -> None:
+    def __init__(self, components: Components, schema: RecipeSchema) -> None:
         super().__init__()
         self.representation = components.representation
         self.renderer = components.renderer
@@ -52,7 +50,6 @@ class PSDSystem(L.LightningModule):
         self.guidance = components.guidance
         self.components = components  # plain attribute: frozen models are reached through it
         self.schema = schema
-        self.run_dir = run_dir
         self.bad_steps = 0
         """Consecutive steps skipped for non-finite gradients."""
         self.skipped_steps = 0
@@ -60,10 +57,6 @@ class PSDSystem(L.LightningModule):
         self.diverged = False
 
     # ---- wiring -------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        """Move the frozen models and the conditioning to this process's device."""
-        self.move_frozen(self.device)
-
     def move_frozen(self, device: torch.device) -> None:
         """Put prior, rewards and text embeddings on ``device``."""
         comp = self.components
@@ -74,6 +67,7 @@ class PSDSystem(L.LightningModule):
         self.guidance.ctx.cond = comp.cond
 
     def on_fit_start(self) -> None:
+        """Once Lightning has placed this module on its device, put the frozen models there too."""
         self.move_frozen(self.device)
 
     def train_dataloader(self) -> DataLoader:

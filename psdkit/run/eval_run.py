@@ -75,7 +75,9 @@ def eval_run(run_dir: Path, rewards: list[str] | None, views: int, size: int) ->
 
     recipe = load_run_recipe(run_dir, rewards)
     system = PSDSystem(build_components(recipe), recipe.schema)
-    system.eval()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    system.to(device).eval()
+    system.move_frozen(device)
     results = [score(system, c, views, size) for c in checkpoints(run_dir)]
     last, images = results[-1]
     out = {"run": str(run_dir), "views": views, "resolution": size, "final": last}

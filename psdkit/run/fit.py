@@ -196,7 +196,7 @@ def fit(recipe: Recipe, opts: FitOptions) -> FitResult | None:
         if ckpt is None and opts.overwrite and run_dir.exists():
             shutil.rmtree(run_dir)
         write_run_info(run_dir, recipe, opts)
-    system = PSDSystem(components, recipe.schema, run_dir)
+    system = PSDSystem(components, recipe.schema)
     trainer = make_trainer(recipe, run_dir, opts.callbacks)
     start = time.perf_counter()
     train(trainer, system, ckpt, run_dir)
