@@ -66,6 +66,8 @@ def test_signal_saves_a_checkpoint(tmp_path, sig):
     """SIGTERM / Ctrl+C during training: a checkpoint is written, then the process exits."""
     code = (
         "import sys, os, signal; sys.argv = ['psdkit', 'fit', sys.argv[1], *sys.argv[2:]]\n"
+        # a terminal's Ctrl+C: background jobs (CI) start with SIGINT ignored, so restore Python's handler
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import lightning as L\n"
         "from psdkit.system import PSDSystem\n"
         "orig = PSDSystem.training_step\n"

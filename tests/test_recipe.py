@@ -54,7 +54,7 @@ def test_override_syntax_errors():
 
 BAD = {
     "unknown plugin": ("guidance:\n  name: sdss\n", r"guidance\.name: no guidance plugin with this name is installed "
-                       r"\(found 'sdss'\); allowed: .*psd, sds"),
+                       r"\(found 'sdss'\); allowed: .*\bpsd\b.*\bsds\b"),
     "unknown key": ("guidance:\n  config:\n    guidance_scael: 3\n",
                     r"guidance\.config\.guidance_scael: unknown key; allowed: .*guidance_scale"),
     "wrong type": ("trainer:\n  max_steps: many\n", r"trainer\.max_steps: expected an integer \(found 'many'\)"),
