@@ -126,6 +126,8 @@ class OutputConfig:
     """Density level of the surface; null: automatic (half the median density of occupied cells)."""
     mesh_formats: tuple[Literal["glb", "obj", "ply"], ...] = ("glb", "obj")
     """Mesh files to write."""
+    mesh_keep_largest: bool = True
+    """Keep only the largest connected component of the mesh (drops floaters)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,12 +45,12 @@ def auto_threshold(grid: np.ndarray) -> float:
 
 @torch.no_grad()
 def extract_mesh(
-    field: Representation, resolution: int, threshold: float | None
+    field: Representation, resolution: int, threshold: float | None, keep_largest: bool = True
 ) -> tuple[trimesh.Trimesh | None, float]:
     """Marching-cubes surface with per-vertex colours, and the density level used; None if empty.
 
-    ``threshold`` None picks the level with :func:`auto_threshold`. Keeps the largest connected
-    component (drops floaters).
+    ``threshold`` None picks the level with :func:`auto_threshold`. ``keep_largest`` keeps only the
+    largest connected component (drops floaters).
     """
     grid = density_grid(field, resolution)
     threshold = auto_threshold(grid) if threshold is None else threshold
@@ -64,16 +64,16 @@ def extract_mesh(
     rgb = torch.cat([field(p.to(dev)).rgb.cpu() for p in pts.split(1 << 18)]).numpy()
     colors = np.concatenate([(rgb * 255).round(), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
     mesh = trimesh.Trimesh(verts, faces, vertex_colors=colors, process=True)
-    parts = mesh.split(only_watertight=False)
+    parts = mesh.split(only_watertight=False) if keep_largest else [mesh]
     if len(parts) > 1:
         mesh = max(parts, key=lambda m: len(m.faces))
     return mesh, threshold
 
 
 def export_mesh(field: Representation, out_dir: Path, resolution: int, threshold: float | None,
-                formats: tuple[str, ...]) -> tuple[list[Path], float]:
+                formats: tuple[str, ...], keep_largest: bool = True) -> tuple[list[Path], float]:
     """Write the mesh in each of ``formats``; returns the paths (empty if no surface) and the level used."""
-    mesh, threshold = extract_mesh(field, resolution, threshold)
+    mesh, threshold = extract_mesh(field, resolution, threshold, keep_largest)
     if mesh is None:
         return [], threshold
     paths = []

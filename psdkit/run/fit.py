@@ -171,7 +171,7 @@ def finish(system: PSDSystem, recipe: Recipe, run_dir: Path, wall: float, steps:
                                           out.video_resolution, out.video_fps))
     if out.mesh:
         paths, level = export_mesh(system.representation, run_dir, out.mesh_resolution, out.mesh_threshold,
-                                   out.mesh_formats)
+                                   out.mesh_formats, out.mesh_keep_largest)
         files.update({p.suffix[1:]: str(p) for p in paths})
         metrics["mesh_threshold"] = round(level, 4)
         if not paths:

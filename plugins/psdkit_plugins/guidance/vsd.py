@@ -51,6 +51,13 @@ class VSDConfig(CFGConfig):
     """Condition the score model on the camera pose."""
     adapter_weight: float = knob(1.0, gt=0.0)
     """Weight of the score model's diffusion loss."""
+    score_t_range: tuple[float, float] = (0.02, 0.98)
+    """Timesteps (fractions of T) at which the score model's diffusion loss is sampled."""
+
+    def __post_init__(self) -> None:
+        lo, hi = self.score_t_range
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"score_t_range must satisfy 0 <= low <= high <= 1, got {self.score_t_range}")
 
 
 class Adapter(nn.Module):
@@ -181,7 +188,8 @@ class VSD(GuidanceStrategy):
             grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - phi)
         loss = residual_loss(n.z, grad)
         # the adapter's own diffusion loss on the detached renders, at fresh (t', eps')
-        t2, eps2 = draw_noise(inp.generator, tuple(n.z.shape), 0.02, 0.98, prior.num_train_timesteps,
+        lo, hi = c.score_t_range
+        t2, eps2 = draw_noise(inp.generator, tuple(n.z.shape), lo, hi, prior.num_train_timesteps,
                               inp.batch_offset, inp.global_batch)
         t2, eps2 = t2.to(n.z.device), eps2.to(n.z)
         a2, s2 = prior.alpha_sigma(t2)
