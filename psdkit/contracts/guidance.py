@@ -82,8 +82,6 @@ class GuidanceOutput:
     strategy's own learnable parameters."""
     logs: dict[str, Tensor] = dataclasses.field(default_factory=dict)
     """Scalar diagnostics (detached), logged under ``guidance/<key>``."""
-    preview: Tensor | None = None
-    """[B, 3, h, w] one-step denoised estimate in [0, 1], for validation grids."""
 
 
 @dataclasses.dataclass

@@ -112,7 +112,7 @@ class PSD(GuidanceStrategy):
         update = self.updating(inp.step, inp.max_steps)
         n_noise = 2 if (update and c.neg_loss == "pairwise") else 1
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step), copies=n_noise)
-        b, zz, t, eps, alpha, sigma, x_t = n.z.shape[0], n.zz, n.t, n.eps, n.alpha, n.sigma, n.x_t
+        zz, t, eps, alpha, sigma, x_t = n.zz, n.t, n.eps, n.alpha, n.sigma, n.x_t
         cams = inp.cameras.repeat(n_noise)
         vi = inp.view_index.repeat(n_noise)
         eps_y, eps_n, eps_t = self._teacher(x_t, t, vi, cams, inp.step, update)
@@ -125,8 +125,7 @@ class PSD(GuidanceStrategy):
             loss = loss + c.reward_weight * neg_loss
             logs.update(neg_logs)
         logs["neg_drift"] = (self.neg_emb - self.neg_init_emb).norm().detach()
-        preview = prior.decode(prior.predict_x0(x_t[:b], t[:b], eps_t[:b].detach()))
-        return GuidanceOutput(loss=loss, logs=logs, preview=preview)
+        return GuidanceOutput(loss=loss, logs=logs)
 
     def _teacher(
         self, x_t: Tensor, t: Tensor, vi: Tensor, cams, step: int, update: bool

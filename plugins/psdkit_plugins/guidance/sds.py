@@ -45,6 +45,5 @@ class SDS(GuidanceStrategy):
             eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)
             grad = broadcast(timestep_weight(c.weighting, alpha, sigma), z) * (eps_cfg - eps)
         loss = c.loss_scale * residual_loss(z, grad)
-        preview = prior.decode(prior.predict_x0(x_t, t, eps_cfg))
         logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean(), "t": t.float().mean()}
-        return GuidanceOutput(loss=loss, logs=logs, preview=preview)
+        return GuidanceOutput(loss=loss, logs=logs)
