@@ -85,14 +85,13 @@ class PSDSystem(L.LightningModule):
         return torch.optim.AdamW(groups, betas=o.betas, eps=o.eps, fused=fused or None)
 
     # ---- the step -------------------------------------------------------------------------------
-    def view_index(self, cameras: Cameras) -> Tensor:
-        """[B] index into the conditioning's view labels."""
+    def view_ids(self, cameras: Cameras) -> list[int]:
+        """Index into the conditioning's view labels of each camera (host-side cameras: no device read)."""
         labels = self.components.cond.labels
         if labels == [""]:
-            return torch.zeros(len(cameras), dtype=torch.long, device=self.device)
+            return [0] * len(cameras)
         p = self.schema.prompt
-        names = cameras.view_labels(p.front_angle, p.back_angle)
-        return torch.tensor([labels.index(n) for n in names], device=self.device)
+        return [labels.index(n) for n in cameras.view_labels(p.front_angle, p.back_angle)]
 
     def render(self, cameras: Cameras, generator: torch.Generator | None = None) -> RenderOutput:
         """Render ``cameras`` (moved to this device) with the current representation."""
@@ -118,10 +117,13 @@ class PSDSystem(L.LightningModule):
         # so results do not depend on how the batch is split; render jitter is per rank.
         all_cams = self.components.camera.sample(step, step_generator(seed, 0, step, "camera"), world)
         per_rank = len(all_cams) // world
-        cams = all_cams.split(per_rank)[rank].to(self.device)
+        host_cams = all_cams.split(per_rank)[rank]
+        ids = self.view_ids(host_cams)
+        cams = host_cams.to(self.device)
         out = self.render(cams, step_generator(seed, rank, step, "render"))
-        inp = GuidanceInput(out.rgb, cams, self.view_index(cams), step, max_steps,
-                            step_generator(seed, 0, step, "guidance"), rank * per_rank, len(all_cams))
+        inp = GuidanceInput(out.rgb, cams, torch.tensor(ids, device=self.device), step, max_steps,
+                            step_generator(seed, 0, step, "guidance"), rank * per_rank, len(all_cams),
+                            view_ids=tuple(ids))
         g = self.guidance(inp)
         terms = self.regularizers(out)
         loss = g.loss + sum(terms.values())

@@ -81,4 +81,5 @@ def tiny_model_overrides(w: dict[str, Path]) -> list[str]:
         f"reward.config.checkpoint={w['ir']}", f"reward.config.tokenizer={w['ir'] / 'tokenizer'}",
         "reward.config.vision_heads=4", "reward.config.text_heads=4", f"eval_rewards={evals}",
         "representation.config.levels=4", "representation.config.log2_table_size=12",
+        "prior.config.compile_backend=aot_eager", "reward.config.compile_backend=aot_eager",  # trace, no codegen
     ]

@@ -79,7 +79,11 @@ def test_tcnn_backend_fails_clearly_without_tcnn():
 
     with pytest.raises(PluginError, match=r"'tcnn' needs tiny-cuda-nn .* use backend: torch"):
         HashGridNeRF(HashGridNeRF.Config(backend="tcnn"))
-    assert HashGridNeRF(HashGridNeRF.Config(backend="auto", levels=2)).backend == "torch"
+    field = HashGridNeRF(HashGridNeRF.Config(backend="auto", levels=2, log2_table_size=8))
+    assert field.backend == "auto"  # no tcnn: decided per call, torch on the CPU
+    x = torch.rand(50, 3) * 2 - 1
+    assert torch.equal(field.encode(x), hash_encode(((x + 1) * 0.5).clamp(0, 1 - 1e-6), field.table,
+                                                    field.resolutions))
 
 
 def test_empty_space_renders_background():

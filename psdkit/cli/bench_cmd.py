@@ -17,4 +17,42 @@ def bench(args: argparse.Namespace) -> int:
                                 Path(args.plot) if args.plot else None)
         print(table)
         return 0
-    raise SystemExit(f"unknown benchmark {args.which}")
+    if args.which == "hashgrid":
+        return hashgrid(args)
+    return speed(args)
+
+
+def hashgrid(args: argparse.Namespace) -> int:
+    """``psdkit bench hashgrid``."""
+    import json
+
+    from psdkit.bench.hashgrid import bench_hashgrid, format_hashgrid
+
+    r = bench_hashgrid(args.points, args.levels, args.log2_table, args.features, args.repeats, args.device, args.only)
+    r["command"] = " ".join(["psdkit", *args.argv])
+    print(format_hashgrid(r))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+    return 0
+
+
+def speed(args: argparse.Namespace) -> int:
+    """``psdkit bench speed RECIPE``: validate, optionally build random weights, time, report."""
+    from psdkit.bench.random_weights import random_weight_overrides
+    from psdkit.bench.speed import bench_speed, format_report, write_json
+    from psdkit.config.recipe import load_recipe
+    from psdkit.hub import preflight
+
+    overrides = list(args.overrides)
+    recipe = load_recipe(args.recipe, overrides)
+    if args.random_weights:
+        overrides += random_weight_overrides(recipe, args.random_weights)
+        recipe = load_recipe(args.recipe, overrides)
+    preflight([*recipe.components.values(), *recipe.eval_rewards])
+    report = bench_speed(recipe, args.steps, args.warmup, args.device)
+    report["command"] = " ".join(["psdkit", *args.argv])
+    print(format_report(report))
+    if args.json:
+        write_json(report, Path(args.json))
+    return 0

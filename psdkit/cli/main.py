@@ -55,15 +55,39 @@ def _add_eval(sub: Any) -> None:
     ev.add_argument("--resolution", type=int, default=128, help="side of the renders, pixels")
     ev.add_argument("--compare", action="store_true", help="print one table of all runs")
     ev.set_defaults(func=_lazy("psdkit.cli.eval_cmd:evaluate_runs"))
+    _add_bench(sub)
+
+
+def _add_bench(sub: Any) -> None:
     bench = sub.add_parser("bench", help="benchmarks (docs/benchmarks.md)")
-    bench.add_argument("which", choices=["alignment"], help="which benchmark")
-    bench.add_argument("--recipes", nargs="+", default=["recipes/quickstart.yaml", "recipes/quickstart_sds.yaml"],
+    which = bench.add_subparsers(dest="which", required=True)
+    align = which.add_parser("alignment", help="strategies x seeds on the analytic world: rewards and prior fit")
+    align.add_argument("--recipes", nargs="+", default=["recipes/quickstart.yaml", "recipes/quickstart_sds.yaml"],
                        help="recipes to compare")
-    bench.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per recipe")
-    bench.add_argument("--json", help="write the rows and summary here")
-    bench.add_argument("--plot", help="write a PNG scatter of held-out reward against prior fit here")
-    bench.add_argument("--jobs", type=int, default=1, help="runs in parallel (worker processes)")
-    bench.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every run")
+    align.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per recipe")
+    align.add_argument("--json", help="write the rows and summary here")
+    align.add_argument("--plot", help="write a PNG scatter of held-out reward against prior fit here")
+    align.add_argument("--jobs", type=int, default=1, help="runs in parallel (worker processes)")
+    align.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every run")
+    speed = which.add_parser("speed", help="ms per training step of a recipe, split by component")
+    speed.add_argument("recipe", help="recipe YAML file")
+    speed.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    speed.add_argument("--random-weights", nargs="?", const="full", choices=["full", "tiny"],
+                       help="build the recipe's real architectures with random weights (no download): full "
+                            "(published size, default) or tiny")
+    speed.add_argument("--steps", type=int, default=20, help="timed steps per phase")
+    speed.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation happens here)")
+    speed.add_argument("--device", choices=["cpu", "cuda", "gpu"], help="default: the recipe's trainer.accelerator")
+    speed.add_argument("--json", help="write the report here")
+    grid = which.add_parser("hashgrid", help="hash-encoding forward + backward: every implementation")
+    grid.add_argument("--points", type=int, default=131072, help="points encoded")
+    grid.add_argument("--levels", type=int, default=12, help="resolution levels")
+    grid.add_argument("--log2-table", type=int, default=15, help="log2 of the entries per level")
+    grid.add_argument("--features", type=int, default=2, help="features per entry")
+    grid.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
+    grid.add_argument("--device", default="cpu", help="cpu or cuda")
+    grid.add_argument("--only", nargs="+", help="only these implementations")
+    grid.add_argument("--json", help="write the result here")
     bench.set_defaults(func=_lazy("psdkit.cli.bench_cmd:bench"))
 
 

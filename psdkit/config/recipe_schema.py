@@ -87,7 +87,7 @@ class TrainerConfig:
     val_views: int = knob(4, ge=1)
     """Views in a validation grid."""
     log_every: int = knob(10, ge=1)
-    """Log scalars every this many steps."""
+    """Log scalars (and update the progress bar's loss) every this many steps: each is a device-to-host read."""
     ckpt_every: int = knob(0, ge=0)
     """Also keep a step-numbered checkpoint every this many steps (0: only ``last.ckpt``)."""
     keep_checkpoints: int = knob(3, ge=1)

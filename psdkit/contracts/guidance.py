@@ -71,6 +71,13 @@ class GuidanceInput:
     """Index of this rank's first sample in the global batch."""
     global_batch: int | None = None
     """Samples in the global batch (all ranks); None: this batch is the whole batch."""
+    view_ids: tuple[int, ...] | None = None
+    """Host copy of ``view_index`` (the system fills it, so strategies need no device-to-host read)."""
+
+    def prompt_texts(self, cond: Conditioning, copies: int = 1) -> list[str]:
+        """The prompt text of each render, repeated ``copies`` times (as ``view_index.repeat(copies)``)."""
+        ids = list(self.view_ids) if self.view_ids is not None else self.view_index.tolist()
+        return [cond.prompts[i] for i in ids] * copies
 
 
 @dataclasses.dataclass

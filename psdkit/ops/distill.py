@@ -61,6 +61,24 @@ def broadcast(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
+def guide(eps_base: Tensor, eps_cond: Tensor, scale: float, rescale: float = 0.0) -> Tensor:
+    """Classifier-free guidance ``eps_base + scale * (eps_cond - eps_base)`` [B, ...], then ``rescale_cfg``."""
+    return rescale_cfg(eps_base + scale * (eps_cond - eps_base), eps_cond, rescale)
+
+
+def rescale_cfg(guided: Tensor, eps_cond: Tensor, phi: float) -> Tensor:
+    """CFG rescale (Lin et al. 2024, https://arxiv.org/abs/2305.08891, eq. 15-16) of ``guided`` [B, ...].
+
+    Blends ``guided`` with itself rescaled per sample to the standard deviation of ``eps_cond``, which undoes
+    the over-saturation a large guidance scale causes. ``phi`` in [0, 1]; 0 returns ``guided`` unchanged.
+    """
+    if phi == 0.0:
+        return guided
+    dims = tuple(range(1, guided.dim()))
+    ratio = eps_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-8)
+    return phi * guided * ratio + (1.0 - phi) * guided
+
+
 def predict_many(
     prior: Any, x_t: Tensor, t: Tensor, embeddings: list[Tensor], cameras: Any, batched: bool = True
 ) -> list[Tensor]:

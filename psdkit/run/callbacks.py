@@ -93,7 +93,9 @@ class StepProgressBar(TQDMProgressBar):
         bar.set_description("psdkit")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        """Advance every step; read the metrics (a device-to-host copy) every ``refresh_rate`` steps."""
         bar = self.train_progress_bar
         bar.n = trainer.global_step
-        bar.set_postfix(self.get_metrics(trainer, pl_module))
+        if trainer.global_step % self.refresh_rate == 0 or trainer.global_step >= trainer.max_steps:
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
         bar.refresh()

@@ -133,7 +133,7 @@ def make_trainer(recipe: Recipe, run_dir: Path, extra: list[L.Callback] | None =
         *(extra or []),
     ]
     if t.progress:
-        callbacks.append(StepProgressBar())
+        callbacks.append(StepProgressBar(refresh_rate=t.log_every))
     strategy: Any = t.strategy
     if t.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy

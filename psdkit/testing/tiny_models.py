@@ -39,25 +39,36 @@ def tiny_clip_text_config(hidden: int = 32):
                           bos_token_id=21, eos_token_id=22, pad_token_id=22, hidden_act="gelu")
 
 
+TINY_UNET = dict(
+    block_out_channels=(32, 64), layers_per_block=1, sample_size=8,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=(2, 4),
+    use_linear_projection=True, norm_num_groups=32,
+)
+TINY_VAE = dict(block_out_channels=(8, 16, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=64)
+
+
 def save_tiny_stable_diffusion(path: Path, prediction_type: str = "epsilon", seed: int = 0) -> Path:
-    """A Stable-Diffusion-layout folder (model_index.json + unet, vae, text_encoder, tokenizer, scheduler)."""
+    """A tiny Stable-Diffusion-layout folder (model_index.json + unet, vae, text_encoder, tokenizer, scheduler)."""
+    return save_stable_diffusion(path, TINY_UNET, TINY_VAE, tiny_clip_text_config(), prediction_type, seed)
+
+
+def save_stable_diffusion(path: Path, unet: dict, vae: dict, text_config, prediction_type: str = "epsilon",
+                          seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    """A Stable-Diffusion-layout folder with random weights: UNet and VAE kwargs, a CLIPTextConfig, the tiny
+    tokenizer (token ids fit any CLIP vocabulary), a scaled-linear DDPM schedule; weights saved in ``dtype``."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
     path.mkdir(parents=True, exist_ok=True)
-    UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=32,
-    ).save_pretrained(path / "unet")
-    AutoencoderKL(
-        block_out_channels=(8, 16, 32, 32), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-        norm_num_groups=8, sample_size=64, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-    ).save_pretrained(path / "vae")
-    CLIPTextModel(tiny_clip_text_config()).save_pretrained(path / "text_encoder")
+    def save(model: torch.nn.Module, sub: str) -> None:
+        (model if dtype == torch.float32 else model.to(dtype)).save_pretrained(path / sub)
+
+    save(UNet2DConditionModel(in_channels=4, out_channels=4, **unet), "unet")
+    save(AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 4,
+                       up_block_types=("UpDecoderBlock2D",) * 4, **vae), "vae")
+    save(CLIPTextModel(text_config), "text_encoder")
     save_tiny_clip_tokenizer(path / "tokenizer")
     DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                   prediction_type=prediction_type, clip_sample=False, steps_offset=1,
@@ -129,25 +140,33 @@ def save_tiny_bert_tokenizer(path: Path) -> Path:
 def save_tiny_imagereward(folder: Path, seed: int = 0) -> Path:
     """An ImageReward.pt in the original BLIP layout (tiny ViT + BERT with cross-attention + MLP), and a
     BERT tokenizer folder ``tokenizer/``. Heads: 4 and 4."""
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+                  patch_size=8)
+    text = dict(hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=64)
+    return save_imagereward(folder, vision, text, (16, 8, 8, 4), seed=seed)
+
+
+def save_imagereward(folder: Path, vision: dict, text: dict, head: tuple[int, ...], vocab_size: int | None = None,
+                     seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    """An ImageReward.pt with random weights: BlipVisionConfig and BlipTextConfig kwargs, the MLP head's hidden
+    widths, and the tiny BERT tokenizer (``vocab_size`` defaults to its size)."""
     from psdkit_plugins.rewards._blip import hf_to_vit
-    from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
+    from transformers import BertTokenizer, BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
     torch.manual_seed(seed)
     tok = save_tiny_bert_tokenizer(folder / "tokenizer")
-    from transformers import BertTokenizer
-
-    vocab = len(BertTokenizer.from_pretrained(tok)) + 2  # [DEC] and [ENC] are added at load
-    vision = BlipVisionModel(BlipVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                              num_attention_heads=4, image_size=32, patch_size=8, layer_norm_eps=1e-6))
-    text = BlipTextModel(BlipTextConfig(vocab_size=vocab, hidden_size=24, intermediate_size=37, num_hidden_layers=2,
-                                        num_attention_heads=4, encoder_hidden_size=32, max_position_embeddings=64),
-                         add_pooling_layer=False)
-    state = {f"blip.visual_encoder.{k}": v for k, v in hf_to_vit(vision.state_dict()).items()}
-    state.update({f"blip.text_encoder.{k}": v for k, v in text.state_dict().items() if not k.endswith("position_ids")})
-    head = save_tiny_aesthetic_head(folder / "_head.pth", in_dim=24, seed=seed)
-    state.update({f"mlp.{k}": v for k, v in torch.load(head, weights_only=True).items()})
-    head.unlink()
-    torch.save(state, folder / "ImageReward.pt")
+    vocab = vocab_size or len(BertTokenizer.from_pretrained(tok)) + 2  # [DEC] and [ENC] are added at load
+    vis = BlipVisionModel(BlipVisionConfig(layer_norm_eps=1e-6, **vision))
+    txt = BlipTextModel(BlipTextConfig(vocab_size=vocab, encoder_hidden_size=vision["hidden_size"], **text),
+                        add_pooling_layer=False)
+    state = {f"blip.visual_encoder.{k}": v for k, v in hf_to_vit(vis.state_dict()).items()}
+    state.update({f"blip.text_encoder.{k}": v for k, v in txt.state_dict().items() if not k.endswith("position_ids")})
+    dims = [text["hidden_size"], *head, 1]
+    for (i, j), idx in zip(zip(dims[:-1], dims[1:]), (0, 2, 4, 6, 7)):
+        layer = torch.nn.Linear(i, j)
+        state[f"mlp.layers.{idx}.weight"], state[f"mlp.layers.{idx}.bias"] = layer.weight.data, layer.bias.data
+    torch.save({k: v.to(dtype) for k, v in state.items()}, folder / "ImageReward.pt")
     return folder
 
 

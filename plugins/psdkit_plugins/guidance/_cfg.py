@@ -31,6 +31,8 @@ class CFGConfig(NoiseConfig):
 
     guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
     """s, classifier-free guidance scale."""
+    guidance_rescale: float = knob(0.0, ge=0.0, le=1.0)
+    """CFG rescale phi (Lin et al. 2024): 0 = plain CFG, 1 = guided eps rescaled to the conditional's std."""
     use_negative_prompt: bool = True
     """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
 

@@ -16,7 +16,7 @@ import torch
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit.ops.distill import broadcast, forward_noise, guide, predict_many, residual_loss, timestep_weight
 from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
 
 
@@ -48,13 +48,13 @@ class NaiveReward(GuidanceStrategy):
         x_t = broadcast(n.alpha, n.z) * n.z + broadcast(n.sigma, n.z) * n.eps if x0_space else n.x_t
         with torch.set_grad_enabled(x0_space):
             eps_y, eps_b = predict_many(prior, x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = eps_b + c.guidance_scale(inp.step) * (eps_y - eps_b)
+            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale)
         grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg.detach() - n.eps)
         loss = residual_loss(n.z, grad)
         logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean()}
         if on:
             img = prior.decode(prior.predict_x0(x_t, n.t, eps_cfg)) if x0_space else inp.images
-            r = reward(img, [cond.prompts[i] for i in inp.view_index.tolist()])
+            r = reward(img, inp.prompt_texts(cond))
             loss = loss - c.reward_weight(inp.step) * r.mean()
             logs["reward"] = r.mean().detach()
         return GuidanceOutput(loss=loss, logs=logs)

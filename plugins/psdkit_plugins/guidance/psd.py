@@ -26,7 +26,16 @@ from torch import Tensor, nn
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceContext, GuidanceInput, GuidanceOutput, GuidanceStrategy, ParamGroup
-from psdkit.ops.distill import Weighting, broadcast, forward_noise, residual_loss, timestep_weight
+from psdkit.ops.distill import (
+    Weighting,
+    broadcast,
+    forward_noise,
+    guide,
+    predict_many,
+    rescale_cfg,
+    residual_loss,
+    timestep_weight,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +44,8 @@ class PSDConfig:
 
     guidance_scale: Schedule = knob(Schedule(7.5), ge=0.0)
     """s, CFG scale of the teacher."""
+    guidance_rescale: float = knob(0.0, ge=0.0, le=1.0)
+    """CFG rescale phi of the teacher (Lin et al. 2024), relative to eps_y's std; 0 = plain CFG."""
     form: Literal["p1", "p2"] = "p1"
     """p1: the learnable negative is the CFG baseline; p2: a separate preference term on top of CFG."""
     preference_scale: Schedule = knob(Schedule(1.0), ge=0.0)
@@ -77,6 +88,12 @@ class PSDConfig:
     """w(t) of the 3D update."""
     loss_scale: float = knob(1.0, gt=0.0)
     """Multiplier of the 3D loss."""
+    batch_conditionings: bool = True
+    """Run eps_y, eps_u and eps_n in one prior call (one UNet launch); false: separate calls, and the e_n
+    update back-propagates through eps_n's call alone."""
+    reward_decode_size: int | None = knob(None, ge=1)
+    """Resize x0's latents to this side before decoding them for the reward (a cheaper VAE decode; the
+    reward resizes to its own input size anyway); null: decode at full size."""
 
     def __post_init__(self) -> None:
         if self.update_stop < self.update_start:
@@ -115,62 +132,77 @@ class PSD(GuidanceStrategy):
         zz, t, eps, alpha, sigma, x_t = n.zz, n.t, n.eps, n.alpha, n.sigma, n.x_t
         cams = inp.cameras.repeat(n_noise)
         vi = inp.view_index.repeat(n_noise)
-        eps_y, eps_n, eps_t = self._teacher(x_t, t, vi, cams, inp.step, update)
+        texts = inp.prompt_texts(self.ctx.cond, n_noise)
+        eps_y, eps_n, eps_t = self._teacher(x_t, t, vi, cams, inp.step, update, texts)
         w = timestep_weight(c.weighting, alpha, sigma)
         grad = broadcast(w, zz) * (eps_t.detach() - eps)
         loss = c.loss_scale * residual_loss(zz, grad)
         logs: dict[str, Tensor] = {"grad_norm": grad.flatten(1).norm(dim=1).mean().detach()}
         if update:
-            neg_loss, neg_logs = self._neg_loss(x_t, t, eps, eps_y, eps_n, eps_t, vi, w, n_noise)
+            neg_loss, neg_logs = self._neg_loss(x_t, t, eps, eps_y, eps_n, eps_t, texts, w, n_noise)
             loss = loss + c.reward_weight * neg_loss
             logs.update(neg_logs)
         logs["neg_drift"] = (self.neg_emb - self.neg_init_emb).norm().detach()
         return GuidanceOutput(loss=loss, logs=logs)
 
-    def _teacher(
-        self, x_t: Tensor, t: Tensor, vi: Tensor, cams, step: int, update: bool
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """eps_y (no grad), eps_n (grad to e_n iff ``update``) and the teacher eps_T."""
+    def _predict(self, x_t: Tensor, t: Tensor, vi: Tensor, cams, update: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+        """eps_y and eps_u (p2 only), without gradient, and eps_n (gradient to e_n iff ``update``)."""
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
         e_y = cond.prompt_emb[vi]
-        with torch.no_grad():
-            eps_y = prior.predict_noise(x_t, t, e_y, cams)
-            eps_u = prior.predict_noise(x_t, t, cond.uncond_emb.expand_as(e_y), cams) if c.form == "p2" else None
-        with torch.set_grad_enabled(update):
-            eps_n = prior.predict_noise(x_t, t, self.neg_emb.expand_as(e_y).to(x_t), cams)
-        s = c.guidance_scale(step)
+        e_n = self.neg_emb.expand_as(e_y).to(x_t)
+        embs = [e_y, cond.uncond_emb.expand_as(e_y)] if c.form == "p2" else [e_y]
+        if c.batch_conditionings:  # one prior call; with ``update`` its backward spans every row
+            with torch.set_grad_enabled(update):
+                *fixed, eps_n = predict_many(prior, x_t, t, [*embs, e_n], cams)
+            fixed = [e.detach() for e in fixed]
+        else:
+            with torch.no_grad():
+                fixed = predict_many(prior, x_t, t, embs, cams, batched=False)
+            with torch.set_grad_enabled(update):
+                eps_n = prior.predict_noise(x_t, t, e_n, cams)
+        return fixed[0], (fixed[1] if c.form == "p2" else None), eps_n
+
+    def _teacher(
+        self, x_t: Tensor, t: Tensor, vi: Tensor, cams, step: int, update: bool, texts: list[str]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """eps_y (no grad), eps_n (grad to e_n iff ``update``) and the teacher eps_T."""
+        c = self.config
+        eps_y, eps_u, eps_n = self._predict(x_t, t, vi, cams, update)
+        s, phi = c.guidance_scale(step), c.guidance_rescale
         if c.form == "p1":
-            return eps_y, eps_n, eps_n + s * (eps_y - eps_n)
-        rho = self._reward_scale(x_t, t, eps_u + s * (eps_y - eps_u), vi) if c.reward_scaling else 1.0
+            return eps_y, eps_n, guide(eps_n, eps_y, s, phi)
+        eps_cfg = eps_u + s * (eps_y - eps_u)
+        rho = self._reward_scale(x_t, t, eps_cfg, texts) if c.reward_scaling else 1.0
         pref = c.preference_scale(step) * rho * (eps_y - eps_n)
-        return eps_y, eps_n, eps_u + s * (eps_y - eps_u) + pref
+        return eps_y, eps_n, rescale_cfg(eps_cfg + pref, eps_y, phi)
 
-    def _prompts(self, vi: Tensor) -> list[str]:
-        prompts = self.ctx.cond.prompts
-        return [prompts[i] for i in vi.tolist()]
-
-    def _score(self, x_t: Tensor, t: Tensor, eps_t: Tensor, vi: Tensor) -> Tensor:
-        """[B] reward of the one-step estimate x0(x_t, eps_T)."""
-        prior, reward = self.ctx.prior, self.ctx.reward
+    def _score(self, x_t: Tensor, t: Tensor, eps_t: Tensor, texts: list[str]) -> Tensor:
+        """[B] reward of the one-step estimate x0(x_t, eps_T), decoded at ``reward_decode_size``."""
+        prior, reward, size = self.ctx.prior, self.ctx.reward, self.config.reward_decode_size
         if reward is None:
             raise RuntimeError("PSD needs a reward model (recipe key: reward)")
-        return reward(prior.decode(prior.predict_x0(x_t, t, eps_t)), self._prompts(vi))
+        x0 = prior.predict_x0(x_t, t, eps_t)
+        if size is not None and x0.shape[-1] != size:
+            x0 = F.interpolate(x0, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return reward(prior.decode(x0), texts)
 
     @torch.no_grad()
-    def _reward_scale(self, x_t: Tensor, t: Tensor, eps_cfg: Tensor, vi: Tensor) -> Tensor:
-        """[B, 1, 1, 1] rho from the z-normalized reward of the CFG estimate; updates running stats."""
+    def _reward_scale(self, x_t: Tensor, t: Tensor, eps_cfg: Tensor, texts: list[str]) -> Tensor:
+        """[B, 1, 1, 1] rho from the z-normalized reward of the CFG estimate; updates running stats.
+
+        Tensor arithmetic only: no device-to-host read.
+        """
         c = self.config
-        r = self._score(x_t, t, eps_cfg, vi).float()
-        mean, var, count = self.reward_stats.tolist()
-        batch_mean, batch_var = r.mean().item(), r.var(unbiased=False).item()
-        if count == 0:
-            mean, var = batch_mean, max(batch_var, 1e-8)
-        else:
-            m = c.scaling_momentum
-            mean = m * mean + (1 - m) * batch_mean
-            var = m * var + (1 - m) * (batch_var + (batch_mean - mean) ** 2)
-        self.reward_stats.copy_(torch.tensor([mean, var, count + 1]))
-        rho = (1 + c.scaling_kappa * (mean - r) / (var**0.5 + 1e-6)).clamp(*c.scaling_range)
+        r = self._score(x_t, t, eps_cfg, texts).float()
+        mean, var, count = self.reward_stats.unbind()
+        batch_mean, batch_var = r.mean(), r.var(unbiased=False)
+        m = c.scaling_momentum
+        first = count == 0
+        mean = torch.where(first, batch_mean, m * mean + (1 - m) * batch_mean)
+        var = torch.where(first, batch_var.clamp_min(1e-8),
+                          m * var + (1 - m) * (batch_var + (batch_mean - mean) ** 2))
+        self.reward_stats.copy_(torch.stack([mean, var, count + 1]))
+        rho = (1 + c.scaling_kappa * (mean - r) / (var.sqrt() + 1e-6)).clamp(*c.scaling_range)
         return broadcast(rho, x_t).to(x_t)
 
     def _gate(self, t: Tensor, alpha: Tensor) -> Tensor:
@@ -179,17 +211,17 @@ class PSD(GuidanceStrategy):
         keep = (t.float() <= c.reward_t_max * (self.ctx.prior.num_train_timesteps - 1)).float()
         return keep * alpha**2 if c.reward_gate == "alpha_bar" else keep
 
-    def _neg_loss(self, x_t, t, eps, eps_y, eps_n, eps_t, vi, w, n_noise) -> tuple[Tensor, dict[str, Tensor]]:
+    def _neg_loss(self, x_t, t, eps, eps_y, eps_n, eps_t, texts, w, n_noise) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.config
         alpha, _ = self.ctx.prior.alpha_sigma(t)
         gate = self._gate(t, alpha)
         anchor = c.anchor_weight * ((self.neg_emb - self.neg_init_emb) ** 2).sum()
         if c.neg_loss == "reward":
-            r = self._score(x_t, t, eps_t, vi)
+            r = self._score(x_t, t, eps_t, texts)
             loss = -(gate * r).sum() / gate.sum().clamp_min(1.0)
             return loss + anchor, {"reward": r.mean().detach(), "neg_active": gate.mean()}
         with torch.no_grad():
-            r = self._score(x_t, t, eps_t, vi).view(n_noise, -1)
+            r = self._score(x_t, t, eps_t, texts).view(n_noise, -1)
         err_y = ((eps - eps_y) ** 2).flatten(1).mean(1)
         err_n = ((eps - eps_n) ** 2).flatten(1).mean(1)
         implicit = (-c.pairwise_beta * w * (err_y - err_n)).view(n_noise, -1)

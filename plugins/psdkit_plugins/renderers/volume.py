@@ -51,6 +51,9 @@ class VolumeRenderer(Renderer):
         r = config.occupancy_resolution
         self.register_buffer("grid_density", torch.zeros(r, r, r))
         self.register_buffer("grid_step", torch.tensor(-1, dtype=torch.long))
+        self.grid_built = False
+        """Host mirror of ``grid_step >= 0``, so rendering reads nothing back from the device."""
+        self.register_load_state_dict_post_hook(_sync_grid_built)
 
     @torch.no_grad()
     def update_step(self, field: Representation, step: int) -> None:
@@ -61,21 +64,44 @@ class VolumeRenderer(Renderer):
         axis = (torch.arange(r, device=self.grid_density.device) + 0.5) / r * 2 - 1
         pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).view(-1, 3) * field.bound
         dens = torch.cat([field.density(p) for p in pts.split(c.chunk)]).view(r, r, r)
-        if self.grid_step >= 0:
+        if self.grid_built:
             dens = torch.maximum(self.grid_density * c.occupancy_decay, dens)
         self.grid_density.copy_(dens)
         self.grid_step.fill_(step)
+        self.grid_built = True
 
     def occupied(self, points: Tensor, bound: float) -> Tensor:
         """[N] bool: is the (dilated) occupancy cell of each point [N, 3] occupied."""
         c = self.config
-        if not c.occupancy or bool(self.grid_step < 0):
+        if not c.occupancy or not self.grid_built:
             return torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
         occ = (self.grid_density > c.occupancy_threshold).float()[None, None]
         occ = F.max_pool3d(occ, 3, stride=1, padding=1)[0, 0] > 0
         r = c.occupancy_resolution
         idx = ((points / bound + 1) * 0.5 * r).long().clamp(0, r - 1)
         return occ[idx[:, 0], idx[:, 1], idx[:, 2]]
+
+    def _query(self, field: Representation, pts: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, int]:
+        """Density [N] and colour [N, 3] at ``pts`` [N, 3] (zero outside ``valid`` or the occupied cells),
+        and how many points were sent to the field.
+
+        With a built occupancy grid only occupied points are evaluated: compacting them needs their count,
+        one device-to-host read per step. Without one, every point is evaluated and nothing is read back.
+        """
+        c = self.config
+        if not (c.occupancy and self.grid_built):
+            outs = [field(p) for p in pts.split(c.chunk)]
+            keep = valid.to(pts.dtype)
+            density = torch.cat([x.density for x in outs]) * keep
+            return density, torch.cat([x.rgb for x in outs]) * keep[:, None], pts.shape[0]
+        density = torch.zeros(pts.shape[0], device=pts.device, dtype=pts.dtype)
+        rgb = torch.zeros(pts.shape[0], 3, device=pts.device, dtype=pts.dtype)
+        idx = (valid & self.occupied(pts, field.bound)).nonzero().squeeze(-1)
+        if idx.numel():
+            outs = [field(pts[i]) for i in idx.split(c.chunk)]
+            density = density.index_put((idx,), torch.cat([x.density for x in outs]))
+            rgb = rgb.index_put((idx,), torch.cat([x.rgb for x in outs]))
+        return density, rgb, idx.numel()
 
     def forward(
         self,
@@ -97,14 +123,7 @@ class VolumeRenderer(Renderer):
         t = near[:, None] + (far - near)[:, None] * frac  # [R, S]
         pts = (o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3)
         valid = (far > near)[:, None].expand(-1, s).reshape(-1)
-        active = valid & self.occupied(pts, field.bound)
-        density = torch.zeros(pts.shape[0], device=o.device, dtype=o.dtype)
-        rgb = torch.zeros(pts.shape[0], 3, device=o.device, dtype=o.dtype)
-        idx = active.nonzero().squeeze(-1)
-        if idx.numel():
-            outs = [field(pts[i]) for i in idx.split(c.chunk)]
-            density = density.index_put((idx,), torch.cat([x.density for x in outs]))
-            rgb = rgb.index_put((idx,), torch.cat([x.rgb for x in outs]))
+        density, rgb, sent = self._query(field, pts, valid)
         delta = ((far - near) / s)[:, None]
         alpha = 1 - torch.exp(-density.view(-1, s) * delta)
         trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + 1e-10], -1), -1)[:, :-1]
@@ -118,8 +137,13 @@ class VolumeRenderer(Renderer):
         def img(x: Tensor) -> Tensor:
             return x.view(b, h, w, -1).permute(0, 3, 1, 2)
 
-        stats = {"active_fraction": float(idx.numel()) / max(pts.shape[0], 1)}
+        stats = {"active_fraction": sent / max(pts.shape[0], 1)}
         return RenderOutput(rgb=img(color), opacity=img(acc), depth=img(depth), stats=stats)
+
+
+def _sync_grid_built(module: VolumeRenderer, _result) -> None:
+    """After loading a checkpoint, refresh the host mirror of the grid state (one read, at load time)."""
+    module.grid_built = bool(module.grid_step >= 0)
 
 
 def _box_hits(o: Tensor, d: Tensor, bound: float) -> tuple[Tensor, Tensor]:

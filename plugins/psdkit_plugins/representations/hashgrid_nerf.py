@@ -1,7 +1,8 @@
 """Hash-grid NeRF: a multi-resolution hash encoding + small MLP (Instant-NGP style).
 
-``backend: torch`` is pure PyTorch (runs anywhere); ``tcnn`` uses tiny-cuda-nn's fused encoding and
-fails with a clear message if it is not installed; ``auto`` picks tcnn when importable on CUDA.
+``backend: torch`` is pure PyTorch (runs anywhere); ``triton`` runs the same encoding as one Triton kernel
+per pass (CUDA, no extension to build); ``tcnn`` uses tiny-cuda-nn's fused encoding. Both fail with a clear
+message when unavailable. ``auto``: tcnn when importable on CUDA, else triton on CUDA, else torch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from psdkit.config.schema import knob
 from psdkit.contracts import FieldOutput, Representation
 from psdkit.errors import PluginError
 from psdkit.ops.hashgrid import hash_encode, level_resolutions
+from psdkit.ops.hashgrid_triton import hash_encode_triton, triton_status
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +56,16 @@ class HashGridNeRFConfig:
     """Learning rate of the hash tables."""
     lr_network: float = knob(1e-3, gt=0.0)
     """Learning rate of the MLP."""
-    backend: Literal["torch", "tcnn", "auto"] = "torch"
-    """Encoding implementation: pure torch, tiny-cuda-nn, or tcnn when available."""
+    backend: Literal["torch", "triton", "tcnn", "auto"] = "torch"
+    """Encoding implementation: pure torch, a Triton kernel, tiny-cuda-nn, or the fastest available."""
+    triton_block: int = knob(128, ge=16, le=1024)
+    """Points per Triton program (a power of two)."""
 
     def __post_init__(self) -> None:
         if self.finest_resolution < self.base_resolution:
             raise ValueError("finest_resolution must be >= base_resolution")
+        if self.triton_block & (self.triton_block - 1):
+            raise ValueError("triton_block must be a power of two")
 
 
 def _tcnn_available() -> bool:
@@ -97,7 +103,7 @@ class HashGridNeRF(Representation):
     @staticmethod
     def _pick_backend(choice: str) -> str:
         if choice == "auto":
-            return "tcnn" if _tcnn_available() else "torch"
+            return "tcnn" if _tcnn_available() else "auto"
         if choice == "tcnn" and not _tcnn_available():
             raise PluginError(
                 "representation.config.backend: 'tcnn' needs tiny-cuda-nn and a CUDA GPU "
@@ -126,6 +132,11 @@ class HashGridNeRF(Representation):
         x = ((points / self.config.bound + 1) * 0.5).clamp(0, 1 - 1e-6)
         if self.backend == "tcnn":
             return self.encoding(x).float()
+        if self.backend == "triton" or (self.backend == "auto" and x.is_cuda and triton_status(x.device) is None):
+            why = triton_status(x.device)
+            if why:
+                raise PluginError(f"representation.config.backend: 'triton': {why}; use backend: torch or auto")
+            return hash_encode_triton(x, self.table, self.resolutions, self.config.triton_block)
         return hash_encode(x, self.table, self.resolutions)
 
     def forward(self, points: Tensor, dirs: Tensor | None = None) -> FieldOutput:

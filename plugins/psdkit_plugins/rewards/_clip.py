@@ -63,7 +63,8 @@ class ClipScorer(nn.Module):
 
     def image_embeds(self, images: Tensor) -> Tensor:
         """[B, D] unit-norm image embeddings, differentiable in ``images``."""
-        feats = _features(self.model.get_image_features(pixel_values=preprocess(images, self.size)))
+        pixels = preprocess(images, self.size).to(self.model.dtype)
+        feats = _features(self.model.get_image_features(pixel_values=pixels))
         return F.normalize(feats.float(), dim=-1)
 
     @torch.no_grad()

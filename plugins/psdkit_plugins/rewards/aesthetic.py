@@ -14,10 +14,11 @@ from torch import Tensor, nn
 from psdkit import hub
 from psdkit.contracts import RewardModel
 from psdkit_plugins.rewards._clip import ClipScorer, load_clip, load_tokenizer
+from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
 
 
 @dataclasses.dataclass(frozen=True)
-class AestheticConfig:
+class AestheticConfig(TowerSpeedConfig):
     """Config of the LAION aesthetic predictor."""
 
     clip: str = "openai/clip-vit-large-patch14"
@@ -52,6 +53,7 @@ class AestheticReward(RewardModel):
         super().__init__(config)
         what = "reward aesthetic"
         self.scorer = ClipScorer(load_clip(config.clip, what), load_tokenizer(config.clip, what))
+        speed_up_towers(self.scorer.model, config, [self.scorer.model.vision_model])
         path = hub.resolve_file(config.head, config.head_file, what)
         self.head = head_from_state_dict(torch.load(path, map_location="cpu", weights_only=True)).eval()
 

@@ -10,10 +10,11 @@ from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import RewardModel
 from psdkit_plugins.rewards._clip import ClipScorer, load_clip, load_tokenizer
+from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
 
 
 @dataclasses.dataclass(frozen=True)
-class ClipScoreConfig:
+class ClipScoreConfig(TowerSpeedConfig):
     """Config of the CLIP score."""
 
     model: str = "openai/clip-vit-large-patch14"
@@ -38,6 +39,7 @@ class ClipScore(RewardModel):
         super().__init__(config)
         what = "reward clip-score"
         self.scorer = ClipScorer(load_clip(config.model, what), load_tokenizer(config.tokenizer or config.model, what))
+        speed_up_towers(self.scorer.model, config, [self.scorer.model.vision_model])
 
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
         return self.config.scale * self.scorer.cosine(images, prompts)

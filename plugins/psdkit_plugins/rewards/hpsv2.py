@@ -19,12 +19,13 @@ from psdkit.contracts import RewardModel
 from psdkit.errors import PluginError
 from psdkit_plugins.rewards._clip import ClipScorer, load_tokenizer
 from psdkit_plugins.rewards._open_clip import clip_config_from_open_clip, open_clip_to_hf
+from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
 
 FILES = {"v2": "HPS_v2_compressed.pt", "v2.1": "HPS_v2.1_compressed.pt"}
 
 
 @dataclasses.dataclass(frozen=True)
-class HPSv2Config:
+class HPSv2Config(TowerSpeedConfig):
     """Config of HPSv2."""
 
     version: Literal["v2", "v2.1"] = "v2.1"
@@ -65,6 +66,7 @@ class HPSv2(RewardModel):
         if bad:
             raise PluginError(f"{what}: {path} does not match a CLIP model: {bad[:5]}")
         self.scorer = ClipScorer(model, load_tokenizer(config.tokenizer, what))
+        speed_up_towers(self.scorer.model, config, [self.scorer.model.vision_model])
 
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
         return self.scorer.cosine(images, prompts)

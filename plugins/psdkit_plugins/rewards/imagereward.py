@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from psdkit import hub
 from psdkit.config.schema import knob
@@ -18,13 +18,14 @@ from psdkit.contracts import RewardModel
 from psdkit.errors import PluginError
 from psdkit_plugins.rewards._blip import blip_configs, split, vit_to_hf
 from psdkit_plugins.rewards._clip import preprocess
+from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
 from psdkit_plugins.rewards.aesthetic import head_from_state_dict
 
 MEAN, STD = 0.16717362830052426, 1.0333394966054072  # ImageReward's reward normalization
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageRewardConfig:
+class ImageRewardConfig(TowerSpeedConfig):
     """Config of ImageReward."""
 
     checkpoint: str = "THUDM/ImageReward"
@@ -70,21 +71,32 @@ class ImageReward(RewardModel):
             if bad:
                 raise PluginError(f"{what}: {path} does not match BLIP: {bad[:5]}")
         self.mlp = head_from_state_dict(split(state, "mlp."))
+        speed_up_towers(nn.ModuleList([self.vision, self.text]), config, [self.vision, self.text])
         self.requires_grad_(False).eval()
         tok_path, local_only = hub.resolve(config.tokenizer, what, "tokenizer_config.json")
         self.tokenizer = BertTokenizer.from_pretrained(tok_path, local_files_only=local_only)
         self.tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
 
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
-        pixels = preprocess(images, self.vision.config.image_size)
+        pixels = preprocess(images, self.vision.config.image_size).to(self.vision.dtype)
         image_embeds = self.vision(pixel_values=pixels).last_hidden_state
         tok = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.config.max_length,
-                             return_tensors="pt").to(images.device)
-        image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=images.device)
-        out = self.text(input_ids=tok.input_ids, attention_mask=tok.attention_mask,
-                        encoder_hidden_states=image_embeds, encoder_attention_mask=image_atts)
+                             return_tensors="pt")
+        out = self.text(input_ids=tok.input_ids.to(images.device), attention_mask=self._mask(tok.attention_mask,
+                        images.device), encoder_hidden_states=image_embeds)
         reward = self.mlp(out.last_hidden_state[:, 0].float()).squeeze(-1)
         return (reward - MEAN) / STD
+
+    def _mask(self, attention_mask: Tensor, device: torch.device) -> Tensor:
+        """[B, 1, L, L] additive self-attention mask built on the host from the tokenizer's [B, L] mask.
+
+        A ready 4D mask is used as is; a 2D one makes transformers test ``mask.all()`` on the device
+        (a host synchronisation every step). The image is attended in full (no encoder mask).
+        """
+        dtype = self.text.dtype
+        blocked = (1 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+        length = attention_mask.shape[-1]
+        return blocked.expand(-1, 1, length, length).to(device, non_blocking=True)
 
     def weights(self) -> list[str]:
         return [f"{self.config.checkpoint}/{self.config.checkpoint_file}", self.config.tokenizer]

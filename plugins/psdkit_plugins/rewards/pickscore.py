@@ -13,10 +13,11 @@ from torch import Tensor
 from psdkit import hub
 from psdkit.contracts import RewardModel
 from psdkit_plugins.rewards._clip import ClipScorer, load_clip, load_tokenizer
+from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
 
 
 @dataclasses.dataclass(frozen=True)
-class PickScoreConfig:
+class PickScoreConfig(TowerSpeedConfig):
     """Config of PickScore."""
 
     model: str = "yuvalkirstain/PickScore_v1"
@@ -40,6 +41,7 @@ class PickScore(RewardModel):
         super().__init__(config)
         what = "reward pickscore"
         self.scorer = ClipScorer(load_clip(config.model, what), load_tokenizer(config.tokenizer, what))
+        speed_up_towers(self.scorer.model, config, [self.scorer.model.vision_model])
 
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
         return self.scorer.model.logit_scale.exp() * self.scorer.cosine(images, prompts)

@@ -1,0 +1,169 @@
+"""``psdkit bench speed``: time the real training step of a recipe, split by component.
+
+Runs the recipe's own components in a Lightning Trainer (the code ``psdkit fit`` runs, without checkpoints,
+logs or exports) in four phases: warm-up steps (compilation happens here), plain steps (the headline
+ms/step), instrumented steps (per-component forward and backward times, with device synchronisation), and,
+for strategies with a learnable negative embedding, plain steps with its update switched off (the update's
+cost is the difference). ``--random-weights`` first builds the recipe's real architectures with random
+weights (psdkit.bench.random_weights), so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from psdkit.bench.instrument import ComponentTimer, synchronize
+from psdkit.config.recipe import Recipe
+from psdkit.run.build import build_components
+from psdkit.run.fit import peak_memory_mb
+from psdkit.system import PSDSystem
+
+
+class _Phases(L.Callback):
+    """Times each step and switches instrumentation and the negative-embedding update per phase."""
+
+    def __init__(self, timer: ComponentTimer, warmup: int, steps: int, ablate_update: bool) -> None:
+        self.timer, self.warmup, self.steps, self.ablate = timer, warmup, steps, ablate_update
+        self.step_ms: dict[str, list[float]] = {"warmup": [], "plain": [], "instrumented": [], "no_update": []}
+        self._t0 = self._t_opt = 0.0
+
+    def phase(self, step: int) -> str:
+        """The phase of global step ``step``."""
+        if step < self.warmup:
+            return "warmup"
+        k = (step - self.warmup) // self.steps
+        return ("plain", "instrumented", "no_update")[min(k, 2)]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        phase = self.phase(trainer.global_step)
+        self.timer.active = phase == "instrumented"
+        if phase == "no_update" and self.ablate:
+            pl_module.guidance.updating = lambda step, max_steps: False
+        self._t0 = self.timer.now()
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self.timer.add("forward (total)", (self.timer.now() - self._t0) * 1000)
+        self.timer.begin_backward()
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.timer.end_backward()
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._t_opt = self.timer.now()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = self.timer.now()
+        self.timer.add("optimizer step", (now - self._t_opt) * 1000)
+        self.step_ms[self.phase(trainer.global_step - 1)].append((now - self._t0) * 1000)
+
+
+def _instrument(timer: ComponentTimer, system: PSDSystem) -> None:
+    comp = system.components
+    timer.wrap(system.renderer, "forward", "render")
+    timer.wrap(comp.prior, "encode_images", "encode")
+    timer.wrap(comp.prior, "predict_noise",
+               lambda: "prior, with grad (e_n update)" if torch.is_grad_enabled() else "prior")
+    timer.wrap(comp.prior, "decode", "decode")
+    if comp.reward is not None:
+        timer.wrap(comp.reward, "forward", "reward")
+
+
+def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = None) -> dict[str, Any]:
+    """Time ``steps`` training steps of ``recipe`` per phase; returns the report (see module docstring)."""
+    t = recipe.schema.trainer
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    L.seed_everything(recipe.schema.seed, workers=False, verbose=False)
+    has_update = hasattr(recipe.components["guidance"].cls, "updating")
+    total = warmup + steps * (3 if has_update else 2)
+    if total > t.max_steps:
+        raise ValueError(f"the bench needs {total} steps but trainer.max_steps is {t.max_steps}")
+    t_build = time.perf_counter()
+    system = PSDSystem(build_components(recipe), recipe.schema)
+    build_s = time.perf_counter() - t_build
+    accelerator = device or t.accelerator
+    trainer = L.Trainer(max_steps=total, max_epochs=-1, accelerator=accelerator, devices=1, precision=t.precision,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    dev = trainer.strategy.root_device
+    timer = ComponentTimer(dev)
+    _instrument(timer, system)
+    phases = _Phases(timer, warmup, steps, has_update)
+    trainer.callbacks.append(phases)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    trainer.fit(system)
+    synchronize(dev)
+    timer.unwrap()
+    return _report(recipe, phases, timer, steps, build_s, dev)
+
+
+def _report(recipe: Recipe, phases: _Phases, timer: ComponentTimer, steps: int, build_s: float,
+            dev: torch.device) -> dict[str, Any]:
+    ms = phases.step_ms
+    plain = statistics.median(ms["plain"])
+    inst_total = sum(ms["instrumented"]) / steps
+    parts = {k: v / steps for k, v in sorted(timer.ms.items(), key=lambda kv: -kv[1]) if k != "forward (total)"}
+    fwd_total = timer.ms.get("forward (total)", 0.0) / steps
+    named_fwd = sum(v for k, v in parts.items() if k.endswith("(forward)"))
+    parts["other forward (strategy arithmetic, cameras, logging)"] = max(fwd_total - named_fwd, 0.0)
+    parts["other (Lightning loop, hooks)"] = max(inst_total - sum(parts.values()), 0.0)
+    s = recipe.schema
+    report: dict[str, Any] = {
+        "recipe": s.name, "device": _device_name(dev), "torch": torch.__version__,
+        "prior": recipe.components["prior"].info.name,
+        "reward": recipe.components["reward"].info.name if "reward" in recipe.components else None,
+        "guidance": recipe.components["guidance"].info.name, "steps": steps,
+        "views": getattr(s.camera.config, "batch_size", None), "render_size": getattr(s.camera.config, "height", None),
+        "ms_per_step": plain, "steps_per_s": 1000.0 / plain,
+        "warmup_ms": ms["warmup"], "first_step_extra_s": (ms["warmup"][0] - plain) / 1000 if ms["warmup"] else None,
+        "build_s": build_s, "peak_memory_mb": peak_memory_mb(),
+        "projected_minutes": plain * s.trainer.max_steps / 60000, "max_steps": s.trainer.max_steps,
+        "instrumented_ms_per_step": inst_total, "breakdown_ms": parts,
+    }
+    if ms["no_update"]:
+        no_update = statistics.median(ms["no_update"])
+        report["ms_per_step_without_neg_update"] = no_update
+        report["neg_update_ms"] = plain - no_update
+    return report
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """Markdown: the headline figures, then the per-component table."""
+    lines = [
+        f"recipe {r['recipe']} ({r['guidance']}, prior {r['prior']}, reward {r['reward']}) on {r['device']}, "
+        f"torch {r['torch']}",
+        "",
+        "| figure | value |", "|---|---|",
+        f"| ms per step (median of {r['steps']}) | {r['ms_per_step']:.1f} |",
+        f"| steps/s | {r['steps_per_s']:.2f} |",
+        f"| projected time for {r['max_steps']} steps | {r['projected_minutes']:.1f} min |",
+        f"| first step's extra time (compilation, allocation) | {r['first_step_extra_s']:.1f} s |",
+        f"| build (weights load) | {r['build_s']:.1f} s |",
+        f"| peak memory | {r['peak_memory_mb']:.0f} MiB |",
+    ]
+    if "neg_update_ms" in r:
+        lines.append(f"| negative-embedding update (ms/step minus ms/step without it) | {r['neg_update_ms']:.1f} |")
+    lines += ["", f"Instrumented steps (device synchronised around each part): {r['instrumented_ms_per_step']:.1f} "
+              "ms/step", "", "| part | ms/step |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in r["breakdown_ms"].items()]
+    return "\n".join(lines)
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    """Write ``report`` as JSON (creating the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
