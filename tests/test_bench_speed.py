@@ -27,7 +27,7 @@ def test_speed_report_on_the_quickstart(capsys):
         assert parts[part] > 0, part
     # the parts account for the instrumented step (the remainder is reported as "other", never negative)
     assert sum(parts.values()) == pytest.approx(r["instrumented_ms_per_step"], rel=0.02)
-    assert "neg_update_ms" in r and r["ms_per_step_without_neg_update"] > 0
+    assert r["neg_update_ms"] == pytest.approx(r["ms_per_step_with_neg_update"] - r["ms_per_step_without_neg_update"])
     assert len(r["warmup_ms"]) == 1 and r["peak_memory_mb"] > 0
     text = format_report(r)
     assert "| render (forward) |" in text and "projected time for 300 steps" in text

@@ -1,10 +1,12 @@
 """Multi-resolution hash encoding (Instant-NGP) in pure PyTorch, vectorized over levels.
 
-Speed choices (measured in docs/benchmarks.md): all levels are processed in one batch of tensor ops;
-hashing uses int32 wrap-around arithmetic and ``& (T - 1)`` instead of int64 and ``%``; coarse levels
-whose grid fits in the table are indexed densely (no collisions); the lookup is ``index_select``,
-whose backward is ``index_add_`` (``F.embedding``'s backward sorts indices and is ~5x slower on CPU).
-:func:`hash_encode_reference` is the straightforward per-level loop that the fast path is tested against.
+Speed choices (measured with ``psdkit bench hashgrid``, docs/benchmarks.md): all levels in one batch of
+tensor ops; int32 wrap-around hashing and ``& (T - 1)`` instead of int64 and ``%``; coarse levels whose
+grid fits in the table indexed densely (no collisions) and without computing a hash; corner indices built
+corner by corner on contiguous [L, N] tensors; the gather and the trilinear sum fused in one
+``embedding_bag`` call, whose table gradient is an ``index_add_`` per feature. Indices and weights carry no
+gradient: points are not differentiated. :func:`hash_encode_reference` is the straightforward per-level
+loop that the fast path is tested against.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # Instant-NGP primes; the second does not fit int32, so we use its two's-complement wrap.
@@ -27,47 +30,83 @@ def level_resolutions(levels: int, base: int, finest: int) -> list[int]:
     return [int(math.floor(base * growth**lvl)) for lvl in range(levels)]
 
 
-def _corner_weights(frac: Tensor) -> Tensor:
-    """[..., 8] trilinear weights of the 8 cell corners from ``frac`` [..., 3]."""
-    wx = torch.stack([1 - frac[..., 0], frac[..., 0]], -1)
-    wy = torch.stack([1 - frac[..., 1], frac[..., 1]], -1)
-    wz = torch.stack([1 - frac[..., 2], frac[..., 2]], -1)
-    return (wx[..., :, None, None] * wy[..., None, :, None] * wz[..., None, None, :]).flatten(-3)
+def _axis_terms(x: Tensor, resolutions: list[int], size: int) -> tuple[list[Tensor], list[Tensor], int]:
+    """Per-axis index terms and weights of the two cell corners along each axis, and the dense-level count.
+
+    Returns ``terms[axis][corner]`` [L, N] int32 (``p * multiplier``: dense strides or hash primes) and
+    ``weights[axis][corner]`` [L, N] (``1 - frac`` and ``frac``). Dense levels come first (coarse to fine).
+    """
+    n_dense = sum((r + 1) ** 3 <= size for r in resolutions)
+    side = torch.tensor([r + 1 for r in resolutions], device=x.device, dtype=torch.int32)
+    primes = torch.tensor(_PRIMES_I32, device=x.device, dtype=torch.int32)
+    strides = torch.stack([torch.ones_like(side), side, side * side], -1)  # [L, 3]
+    is_dense = (torch.arange(len(resolutions), device=x.device) < n_dense).view(-1, 1)
+    mult = torch.where(is_dense, strides, primes.view(1, 3)).unsqueeze(1)  # [L, 1, 3]
+    pos = x.unsqueeze(0) * torch.tensor(resolutions, device=x.device, dtype=x.dtype).view(-1, 1, 1)
+    p0 = pos.floor()
+    frac = (pos - p0).unbind(-1)
+    lo = p0.to(torch.int32) * mult
+    terms = [[a, a + m] for a, m in zip(lo.unbind(-1), mult.unbind(-1))]
+    weights = [[1 - f, f] for f in frac]
+    return terms, weights, n_dense
+
+
+def _corners(x: Tensor, resolutions: list[int], size: int) -> tuple[Tensor, Tensor]:
+    """Rows into the flattened [L * T, F] table [L, N, 8] int32 and trilinear weights [L, N, 8].
+
+    Corner-by-corner ops on [L, N] tensors (no broadcasting over a tiny inner dimension, which is slow on
+    CPUs); the x-y part is shared by the two z corners. Dense levels add the terms, hashed ones xor them.
+    """
+    n_lvl, n = len(resolutions), x.shape[0]
+    terms, weights, k = _axis_terms(x, resolutions, size)
+    offsets = (torch.arange(n_lvl, device=x.device, dtype=torch.int32) * size).view(-1, 1)
+    idx = torch.empty(n_lvl, n, 8, device=x.device, dtype=torch.int32)
+    for levels, dense in ((slice(0, k), True), (slice(k, n_lvl), False)):
+        if levels.start == levels.stop:
+            continue
+        tx, ty, tz = ([t[levels] for t in axis] for axis in terms)
+        off = offsets[levels]
+        xy = {(i, j): (tx[i] + ty[j] + off) if dense else (tx[i] ^ ty[j]) for i in (0, 1) for j in (0, 1)}
+        rows = [xy[c >> 2, (c >> 1) & 1] + tz[c & 1] if dense else ((xy[c >> 2, (c >> 1) & 1] ^ tz[c & 1])
+                & (size - 1)) + off for c in range(8)]
+        torch.stack(rows, -1, out=idx[levels])
+    (wx, wy, wz) = weights
+    wxy = {(i, j): wx[i] * wy[j] for i in (0, 1) for j in (0, 1)}
+    w = torch.stack([wxy[c >> 2, (c >> 1) & 1] * wz[c & 1] for c in range(8)], -1)
+    return idx, w
+
+
+class _WeightedGather(torch.autograd.Function):
+    """``out[b] = sum_c w[b, c] * table[idx[b, c]]`` ([B, F]) by ``embedding_bag``; the table gradient by
+    ``index_add_`` per feature (``embedding_bag``'s own backward sorts the indices: ~3x slower on CPUs)."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, idx: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(idx, w)
+        ctx.rows = table.shape[0]
+        return F.embedding_bag(idx, table, mode="sum", per_sample_weights=w)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        """Table gradient [rows, F]; none for the indices and weights."""
+        idx, w = ctx.saved_tensors
+        flat = idx.reshape(-1)
+        cols = [grad.new_zeros(ctx.rows).index_add_(0, flat, (w * grad[:, f : f + 1]).reshape(-1))
+                for f in range(grad.shape[1])]
+        return torch.stack(cols, -1), None, None
 
 
 def hash_encode(x: Tensor, table: Tensor, resolutions: list[int]) -> Tensor:
     """Encode points ``x`` [N, 3] in [0, 1] with ``table`` [L, T, F] (T a power of two).
 
     Returns:
-        [N, L * F] features, level-major.
+        [N, L * F] features, level-major. Differentiable with respect to ``table`` (not ``x``).
     """
     n_lvl, size, feat = table.shape
-    dev = x.device
-    res = torch.tensor(resolutions, device=dev, dtype=x.dtype).view(-1, 1, 1)
-    pos = x.unsqueeze(0) * res  # [L, N, 3]
-    p0 = pos.floor()
-    frac = pos - p0
-    p0 = p0.to(torch.int32)
-    side = torch.tensor([r + 1 for r in resolutions], device=dev, dtype=torch.int32)
-    dense = (side.long() ** 3 <= size).view(-1, 1, 1)  # [L, 1, 1]
-    # per-axis multipliers: dense (1, side, side^2) or hashed primes
-    primes = torch.tensor(_PRIMES_I32, device=dev, dtype=torch.int32).view(1, 1, 3)
-    strides = torch.stack([torch.ones_like(side), side, side * side], -1).view(-1, 1, 3)
-    mult = torch.where(dense, strides, primes)  # [L, 1, 3]
-    lo = p0 * mult
-    hi = (p0 + 1) * mult
-    ax = torch.stack([lo, hi], -1)  # [L, N, 3, 2]
-    cx = ax[:, :, 0, :, None, None]
-    cy = ax[:, :, 1, None, :, None]
-    cz = ax[:, :, 2, None, None, :]
-    hashed = ((cx ^ cy ^ cz) & (size - 1)).flatten(-3)
-    summed = (cx + cy + cz).flatten(-3)
-    idx = torch.where(dense, summed, hashed)  # [L, N, 8]
-    offsets = (torch.arange(n_lvl, device=dev, dtype=torch.int32) * size).view(-1, 1, 1)
-    flat = (idx + offsets).reshape(-1).long()
-    feats = table.reshape(-1, feat).index_select(0, flat).view(*idx.shape, feat)  # [L, N, 8, F]
-    out = (feats * _corner_weights(frac).unsqueeze(-1)).sum(-2)  # [L, N, F]
-    return out.permute(1, 0, 2).reshape(x.shape[0], n_lvl * feat)
+    with torch.no_grad():
+        idx, w = _corners(x.detach(), resolutions, size)
+    out = _WeightedGather.apply(table.reshape(-1, feat), idx.view(-1, 8), w.view(-1, 8).to(table.dtype))
+    return out.view(n_lvl, x.shape[0], feat).permute(1, 0, 2).reshape(x.shape[0], n_lvl * feat)
 
 
 def hash_encode_reference(x: Tensor, table: Tensor, resolutions: list[int]) -> Tensor:

@@ -101,15 +101,19 @@ class AnalyticPrior(CumprodSchedule, DiffusionPrior):
         """[K, B, 3, r, r] component means (object renders in [-1, 1]), cached per camera batch.
 
         The cache key is the camera values themselves (not tensor identity: a new batch can reuse a
-        freed tensor's memory), so a hit is always the same poses and fields of view.
+        freed tensor's memory), so a hit is always the same poses and fields of view. A batch tiled from
+        a shorter one (several conditionings in one call) renders the shorter one only.
         """
-        r = self.config.resolution
-        key = (cameras.c2w.detach().cpu().numpy().tobytes(), cameras.fov_y.detach().cpu().numpy().tobytes(), r)
+        r, b = self.config.resolution, len(cameras)
+        c2w, fov = cameras.c2w.detach().cpu(), cameras.fov_y.detach().cpu()
+        period = next(p for p in range(1, b + 1) if b % p == 0 and torch.equal(c2w[p:], c2w[:-p])
+                      and torch.equal(fov[p:], fov[:-p]))
+        key = (c2w[:period].numpy().tobytes(), fov[:period].numpy().tobytes(), r)
         if self._cache is None or self._cache[0] != key:
-            cams = cameras.resized(r, r)
+            cams = cameras.split(period)[0].resized(r, r)
             mu = render_objects(self.objects, cams, self.config.supersample) * 2 - 1
             self._cache = (key, mu.to(self.keys.device))
-        return self._cache[1]
+        return self._cache[1].repeat(1, b // period, 1, 1, 1)
 
     def predict_noise(
         self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None
