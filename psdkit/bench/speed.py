@@ -4,9 +4,10 @@ Runs the recipe's own components in a Lightning Trainer (the code ``psdkit fit``
 logs or exports) in four phases: warm-up steps (compilation happens here), plain steps (the headline
 ms/step), instrumented steps (per-component forward and backward times, with device synchronisation), and,
 for strategies with a learnable negative embedding, plain steps that alternate with and without its update
-(the update's cost is the difference of the two medians; alternating keeps both at the same stage of
-training, whose render cost changes as the occupancy grid fills in). ``--random-weights`` first builds the
-recipe's real architectures with random weights (psdkit.bench.random_weights), so nothing is downloaded.
+(the update's cost is the median difference between neighbouring steps with and without it; alternating
+keeps both at the same stage of training, whose render cost changes as the occupancy grid fills in).
+``--random-weights`` first builds the recipe's real architectures with random weights
+(psdkit.bench.random_weights), so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -135,8 +136,11 @@ def _report(recipe: Recipe, phases: _Phases, timer: ComponentTimer, steps: int, 
         "instrumented_ms_per_step": inst_total, "breakdown_ms": parts,
     }
     if ms["update_off"]:
-        on, off = statistics.median(ms["update_on"]), statistics.median(ms["update_off"])
-        report.update(ms_per_step_with_neg_update=on, ms_per_step_without_neg_update=off, neg_update_ms=on - off)
+        # median of neighbour-pair differences: robust to a jump in render cost (occupancy grid) mid-phase
+        pairs = [a - b for a, b in zip(ms["update_on"], ms["update_off"])]
+        report.update(ms_per_step_with_neg_update=statistics.median(ms["update_on"]),
+                      ms_per_step_without_neg_update=statistics.median(ms["update_off"]),
+                      neg_update_ms=statistics.median(pairs))
     return report
 
 
@@ -144,6 +148,10 @@ def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.1f}{unit}"
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -156,7 +164,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"| ms per step (median of {r['steps']}) | {r['ms_per_step']:.1f} |",
         f"| steps/s | {r['steps_per_s']:.2f} |",
         f"| projected time for {r['max_steps']} steps | {r['projected_minutes']:.1f} min |",
-        f"| first step's extra time (compilation, allocation) | {r['first_step_extra_s']:.1f} s |",
+        f"| first step's extra time (compilation, allocation) | {_fmt(r['first_step_extra_s'], ' s')} |",
         f"| build (weights load) | {r['build_s']:.1f} s |",
         f"| peak memory | {r['peak_memory_mb']:.0f} MiB |",
     ]
