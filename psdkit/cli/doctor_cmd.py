@@ -27,11 +27,10 @@ def fast_paths() -> list[tuple[str, bool, str]]:
         out.append(("tinycudann", cuda, "installed" if cuda else "installed, but needs a CUDA device"))
     except ImportError as err:
         out.append(("tinycudann", False, f"not importable ({err.__class__.__name__}); the torch hash grid is used"))
-    try:
-        importlib.import_module("triton")
-        out.append(("triton", cuda, "installed" if cuda else "installed, but kernels need a GPU"))
-    except ImportError:
-        out.append(("triton", False, "not installed"))
+    from psdkit.ops.hashgrid_triton import triton_status
+
+    why = triton_status("cuda" if cuda else "cpu")
+    out.append(("triton", why is None, f"hash-grid kernel: {why or 'available (representation backend triton/auto)'}"))
     bf16 = cuda and torch.cuda.is_bf16_supported()
     out.append(("bf16", bf16, "supported" if bf16 else "no bf16-capable GPU"))
     return out
