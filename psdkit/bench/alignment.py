@@ -7,7 +7,6 @@ PSNR to the prompt's object (prior fit), and ms per step. Writes a JSON file and
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import multiprocessing
 import statistics
 import subprocess
@@ -15,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from psdkit.bench import write_json
 from psdkit.config.recipe import load_recipe
 from psdkit.run.fit import FitOptions, fit
 
@@ -100,9 +100,7 @@ def bench_alignment(recipes: list[Path], seeds: list[int], overrides: list[str],
                 rows = [f.result() for f in futures]
     summary = summarize(rows)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"commit": git_commit(), "overrides": overrides, "summary": summary,
-                                   "runs": rows}, indent=2))
+        write_json({"commit": git_commit(), "overrides": overrides, "summary": summary, "runs": rows}, out)
     if plot is not None:
         from psdkit.bench.plot import scatter
 

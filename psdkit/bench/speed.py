@@ -12,10 +12,8 @@ keeps both at the same stage of training, whose render cost changes as the occup
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -174,9 +172,3 @@ def format_report(r: dict[str, Any]) -> str:
               "ms/step", "", "| part | ms/step |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in r["breakdown_ms"].items()]
     return "\n".join(lines)
-
-
-def write_json(report: dict[str, Any], path: Path) -> None:
-    """Write ``report`` as JSON (creating the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")

@@ -24,23 +24,22 @@ def bench(args: argparse.Namespace) -> int:
 
 def hashgrid(args: argparse.Namespace) -> int:
     """``psdkit bench hashgrid``."""
-    import json
-
+    from psdkit.bench import write_json
     from psdkit.bench.hashgrid import bench_hashgrid, format_hashgrid
 
     r = bench_hashgrid(args.points, args.levels, args.log2_table, args.features, args.repeats, args.device, args.only)
     r["command"] = " ".join(["psdkit", *args.argv])
     print(format_hashgrid(r))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+        write_json(r, Path(args.json))
     return 0
 
 
 def speed(args: argparse.Namespace) -> int:
     """``psdkit bench speed RECIPE``: validate, optionally build random weights, time, report."""
+    from psdkit.bench import write_json
     from psdkit.bench.random_weights import random_weight_overrides
-    from psdkit.bench.speed import bench_speed, format_report, write_json
+    from psdkit.bench.speed import bench_speed, format_report
     from psdkit.config.recipe import load_recipe
     from psdkit.hub import preflight
 

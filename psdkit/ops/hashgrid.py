@@ -104,7 +104,7 @@ def hash_encode(x: Tensor, table: Tensor, resolutions: list[int]) -> Tensor:
     """
     n_lvl, size, feat = table.shape
     with torch.no_grad():
-        idx, w = _corners(x.detach(), resolutions, size)
+        idx, w = _corners(x, resolutions, size)
     out = _WeightedGather.apply(table.reshape(-1, feat), idx.view(-1, 8), w.view(-1, 8).to(table.dtype))
     return out.view(n_lvl, x.shape[0], feat).permute(1, 0, 2).reshape(x.shape[0], n_lvl * feat)
 

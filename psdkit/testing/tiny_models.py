@@ -96,16 +96,21 @@ def save_tiny_clip(path: Path, image_size: int = 32, seed: int = 0) -> Path:
     return path
 
 
-def save_tiny_aesthetic_head(path: Path, in_dim: int = 32, seed: int = 0) -> Path:
-    """A LAION-aesthetic-layout head (``layers.{0,2,4,6,7}``) as a ``.pth`` state dict."""
-    torch.manual_seed(seed)
-    dims = [in_dim, 16, 8, 8, 4, 1]
+def aesthetic_head_state(dims: list[int]) -> dict[str, torch.Tensor]:
+    """Random weights of a LAION-aesthetic-layout MLP head (``layers.{0,2,4,6,7}``) with widths ``dims``
+    (input, four hidden, 1), drawn from the global RNG."""
     state = {}
     for (i, j), idx in zip(zip(dims[:-1], dims[1:]), (0, 2, 4, 6, 7)):
         layer = torch.nn.Linear(i, j)
         state[f"layers.{idx}.weight"], state[f"layers.{idx}.bias"] = layer.weight.data, layer.bias.data
+    return state
+
+
+def save_tiny_aesthetic_head(path: Path, in_dim: int = 32, seed: int = 0) -> Path:
+    """A LAION-aesthetic-layout head (``layers.{0,2,4,6,7}``) as a ``.pth`` state dict."""
+    torch.manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    torch.save(aesthetic_head_state([in_dim, 16, 8, 8, 4, 1]), path)
     return path
 
 
@@ -162,10 +167,7 @@ def save_imagereward(folder: Path, vision: dict, text: dict, head: tuple[int, ..
                         add_pooling_layer=False)
     state = {f"blip.visual_encoder.{k}": v for k, v in hf_to_vit(vis.state_dict()).items()}
     state.update({f"blip.text_encoder.{k}": v for k, v in txt.state_dict().items() if not k.endswith("position_ids")})
-    dims = [text["hidden_size"], *head, 1]
-    for (i, j), idx in zip(zip(dims[:-1], dims[1:]), (0, 2, 4, 6, 7)):
-        layer = torch.nn.Linear(i, j)
-        state[f"mlp.layers.{idx}.weight"], state[f"mlp.layers.{idx}.bias"] = layer.weight.data, layer.bias.data
+    state.update({f"mlp.{k}": v for k, v in aesthetic_head_state([text["hidden_size"], *head, 1]).items()})
     torch.save({k: v.to(dtype) for k, v in state.items()}, folder / "ImageReward.pt")
     return folder
 
