@@ -51,6 +51,14 @@ def test_speed_with_random_tiny_weights_through_the_cli(tmp_path, monkeypatch, c
     assert "psdkit bench speed" in r["command"]
 
 
+def test_speed_bench_longer_than_the_recipe_is_a_recipe_error():
+    from psdkit.errors import RecipeError
+
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [*SMALL, "trainer.max_steps=10"])
+    with pytest.raises(RecipeError, match=r"trainer\.max_steps: the bench runs 13 steps"):
+        bench_speed(recipe, steps=3, warmup=1)
+
+
 def test_random_weights_refuse_unsupported_plugins(tmp_path):
     from psdkit.bench.random_weights import random_weight_overrides
     from psdkit.errors import RecipeError

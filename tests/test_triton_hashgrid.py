@@ -61,3 +61,14 @@ def test_triton_backend_fails_clearly_on_cpu_without_interpreter(monkeypatch):
     field = HashGridNeRF(HashGridNeRF.Config(backend="triton", levels=2, log2_table_size=8, hidden=8))
     with pytest.raises(PluginError, match=r"backend: 'triton': .*needs a CUDA device.*use backend: torch"):
         field.encode(torch.zeros(4, 3))
+
+
+def test_triton_backend_needs_power_of_two_features():
+    from pathlib import Path
+
+    from psdkit.config.recipe import load_recipe
+    from psdkit.errors import RecipeError
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    with pytest.raises(RecipeError, match=r"representation\.config.*power-of-two features_per_level"):
+        load_recipe(recipe, ["representation.config.backend=triton", "representation.config.features_per_level=3"])

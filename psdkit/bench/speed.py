@@ -21,6 +21,7 @@ import torch
 
 from psdkit.bench.instrument import ComponentTimer, synchronize
 from psdkit.config.recipe import Recipe
+from psdkit.errors import RecipeError
 from psdkit.run.build import build_components
 from psdkit.run.fit import peak_memory_mb
 from psdkit.system import PSDSystem
@@ -87,9 +88,11 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
         torch.set_num_threads(t.threads)
     L.seed_everything(recipe.schema.seed, workers=False, verbose=False)
     has_update = hasattr(recipe.components["guidance"].cls, "updating")
-    total = warmup + steps * (4 if has_update else 2)
+    phases = 4 if has_update else 2
+    total = warmup + steps * phases
     if total > t.max_steps:
-        raise ValueError(f"the bench needs {total} steps but trainer.max_steps is {t.max_steps}")
+        raise RecipeError("trainer.max_steps", f"the bench runs {total} steps (--warmup + {phases} x --steps); lower "
+                          "--steps or raise it", t.max_steps)
     t_build = time.perf_counter()
     system = PSDSystem(build_components(recipe), recipe.schema)
     build_s = time.perf_counter() - t_build

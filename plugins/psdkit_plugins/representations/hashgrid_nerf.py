@@ -66,6 +66,8 @@ class HashGridNeRFConfig:
             raise ValueError("finest_resolution must be >= base_resolution")
         if self.triton_block & (self.triton_block - 1):
             raise ValueError("triton_block must be a power of two")
+        if self.backend == "triton" and self.features_per_level & (self.features_per_level - 1):
+            raise ValueError("backend triton needs a power-of-two features_per_level (1, 2, 4 or 8)")
 
 
 def _tcnn_available() -> bool:
