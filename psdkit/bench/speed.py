@@ -88,10 +88,10 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
         torch.set_num_threads(t.threads)
     L.seed_everything(recipe.schema.seed, workers=False, verbose=False)
     has_update = hasattr(recipe.components["guidance"].cls, "updating")
-    phases = 4 if has_update else 2
-    total = warmup + steps * phases
+    n_phases = 4 if has_update else 2
+    total = warmup + steps * n_phases
     if total > t.max_steps:
-        raise RecipeError("trainer.max_steps", f"the bench runs {total} steps (--warmup + {phases} x --steps); lower "
+        raise RecipeError("trainer.max_steps", f"the bench runs {total} steps (--warmup + {n_phases} x --steps); lower "
                           "--steps or raise it", t.max_steps)
     t_build = time.perf_counter()
     system = PSDSystem(build_components(recipe), recipe.schema)
