@@ -91,8 +91,8 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
     n_phases = 4 if has_update else 2
     total = warmup + steps * n_phases
     if total > t.max_steps:
-        raise RecipeError("trainer.max_steps", f"the bench runs {total} steps (--warmup + {n_phases} x --steps); lower "
-                          "--steps or raise it", t.max_steps)
+        why = f"the bench runs {total} steps (--warmup + {n_phases} x --steps); lower --steps or raise it"
+        raise RecipeError("trainer.max_steps", why, t.max_steps)
     t_build = time.perf_counter()
     system = PSDSystem(build_components(recipe), recipe.schema)
     build_s = time.perf_counter() - t_build
