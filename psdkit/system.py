@@ -122,8 +122,7 @@ class PSDSystem(L.LightningModule):
         cams = host_cams.to(self.device)
         out = self.render(cams, step_generator(seed, rank, step, "render"))
         inp = GuidanceInput(out.rgb, cams, torch.tensor(ids, device=self.device), step, max_steps,
-                            step_generator(seed, 0, step, "guidance"), rank * per_rank, len(all_cams),
-                            view_ids=tuple(ids))
+                            step_generator(seed, 0, step, "guidance"), rank * per_rank, len(all_cams))
         g = self.guidance(inp)
         terms = self.regularizers(out)
         loss = g.loss + sum(terms.values())
@@ -160,7 +159,7 @@ class PSDSystem(L.LightningModule):
         self.bad_steps = 0
         clip = self.schema.optim.grad_clip
         if clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip)
+            clip_per_group(optimizer, clip)
 
     @staticmethod
     def grads_finite(params: list[torch.nn.Parameter]) -> bool:
@@ -189,6 +188,15 @@ class PSDSystem(L.LightningModule):
         cams = self.components.camera.orbit(n, size, size)
         chunks = [self.render(cams_i).rgb for cams_i in cams.split(8)]
         return torch.cat(chunks).clamp(0, 1)
+
+
+def clip_per_group(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """Clip each parameter group's gradients to norm ``max_norm`` on its own (the 3D field's gradient must not
+    shrink the negative embedding's, nor the other way round)."""
+    for group in optimizer.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        if params:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def grid_image(images: Tensor, ncol: int | None = None) -> Tensor:

@@ -1,4 +1,4 @@
-"""A disk cache of text embeddings, keyed by model, revision and prompt (large text encoders run once)."""
+"""A disk cache of text embeddings, keyed by everything that changes them (large text encoders run once)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,27 @@ from torch import Tensor
 
 
 class TextCache:
-    """Embeddings [L, D] stored as ``<folder>/<sha256(model|revision|prompt)>.pt``.
+    """Embeddings [L, D] stored as ``<folder>/<sha256(key|prompt)>.pt``.
 
     Args:
         folder: cache folder (``~`` expanded); None disables caching.
-        model: model id or path (part of the key).
-        revision: model revision (part of the key).
+        **key: everything besides the prompt that changes an embedding: the model id or path, its revision, the
+            encoder's dtype, the token length, ... (``None`` values count too). Two encoders that differ in any
+            of these never share an entry.
     """
 
-    def __init__(self, folder: str | None, model: str, revision: str | None = None) -> None:
+    def __init__(self, folder: str | None, **key: object) -> None:
+        if "model" not in key:
+            raise TypeError("TextCache needs at least model=...")
         self.folder = Path(folder).expanduser() if folder else None
-        self.model, self.revision = model, revision
+        self.key = "|".join(f"{k}={key[k]!s}" for k in sorted(key))
 
     def path(self, prompt: str) -> Path | None:
         """Where ``prompt``'s embedding is stored (None without a folder)."""
         if self.folder is None:
             return None
-        key = hashlib.sha256(f"{self.model}|{self.revision}|{prompt}".encode()).hexdigest()[:32]
-        return self.folder / f"{key}.pt"
+        digest = hashlib.sha256(f"{self.key}|prompt={prompt}".encode()).hexdigest()[:32]
+        return self.folder / f"{digest}.pt"
 
     def encode(self, prompts: list[str], encode: Callable[[list[str]], Tensor]) -> Tensor:
         """[B, L, D] embeddings of ``prompts``; ``encode`` runs only for prompts not cached yet."""

@@ -26,8 +26,8 @@ TINY = [
     "output.video_views=0", "output.mesh=false", "output.eval_views=2", "output.eval_resolution=16",
     "camera.config.height=16", "camera.config.width=16", "prior.config.resolution=16",
     "renderer.config.num_samples=8", "renderer.config.occupancy_warmup=2", "renderer.config.occupancy_every=2",
-    "guidance.config.reward_t_max=1.0",
 ]
+PSD_DEFAULTS = ["guidance.config.reward_t_max=1.0"]  # dropped when the caller picks another strategy
 
 
 class DumpState(L.Callback):
@@ -63,7 +63,9 @@ def main() -> None:
         rest = rest[:i] + rest[i + 2 :]
     resume = "--resume" in rest
     rest = [r for r in rest if r != "--resume"]
-    overrides = ["name=run", f"trainer.devices={devices}", f"camera.config.batch_size={batch}", *TINY, *rest]
+    own_guidance = any(r.startswith("guidance.name=") for r in rest)
+    overrides = ["name=run", f"trainer.devices={devices}", f"camera.config.batch_size={batch}", *TINY,
+                 *([] if own_guidance else PSD_DEFAULTS), *rest]
     if devices > 1:
         overrides.append("trainer.strategy=ddp")
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides)

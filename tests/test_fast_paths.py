@@ -148,7 +148,7 @@ def psd_step(ctx: GuidanceContext, step: int = 3, seed: int = 0, **cfg):
     strategy.setup(ctx)
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed)).requires_grad_()
     inp = GuidanceInput(images, tiny.tiny_cameras(2, 16), torch.zeros(2, dtype=torch.long), step, 10,
-                        torch.Generator().manual_seed(seed), view_ids=(0, 0))
+                        torch.Generator().manual_seed(seed))
     out = strategy(inp)
     g_img, g_neg = torch.autograd.grad(out.loss, [images, strategy.neg_emb], allow_unused=True)
     return out.loss.detach(), g_img, g_neg, strategy
@@ -202,8 +202,7 @@ def test_psd_step_reads_nothing_back_from_the_device(cfg):
     ids = [cond.labels.index(n) for n in cams.view_labels()]
     with forbid_host_sync():
         out = renderer(field, cams, tiny.tiny_background())
-        inp = GuidanceInput(out.rgb, cams, torch.tensor(ids), 0, 10, torch.Generator().manual_seed(0),
-                            view_ids=tuple(ids))
+        inp = GuidanceInput(out.rgb, cams, torch.tensor(ids), 0, 10, torch.Generator().manual_seed(0))
         loss = strategy(inp).loss
         loss.backward()
     assert field.table.grad.abs().sum() > 0 and strategy.neg_emb.grad.abs().sum() > 0

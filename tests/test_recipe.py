@@ -131,3 +131,12 @@ def test_resolved_recipe_is_plain_data(recipes_dir):
     assert "!!python" not in text
     assert data["guidance"]["plugin"]["dist"] == "psdkit"
     assert data["eval_rewards"][0]["name"] == "analytic-heldout"
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path, recipes_dir):
+    """YAML 1.1 (PyYAML) reads ``1e-8`` as a string; recipes read it as YAML 1.2 does."""
+    path = quickstart_with(tmp_path, recipes_dir, "optim:\n  eps: 1e-8\n")
+    assert load_recipe(path).schema.optim.eps == 1e-8
+    assert load_recipe(path, ["optim.eps=2E-6"]).schema.optim.eps == 2e-6
+    with pytest.raises(RecipeError, match="optim.eps: expected a number"):
+        load_recipe(path, ["optim.eps=1e-8x"])

@@ -6,8 +6,6 @@ PSNR to the prompt's object (prior fit), and ms per step. Writes a JSON file and
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import statistics
 import subprocess
 import tempfile
@@ -17,6 +15,7 @@ from typing import Any
 from psdkit.bench import write_json
 from psdkit.config.recipe import load_recipe
 from psdkit.run.fit import FitOptions, fit
+from psdkit.workers import worker_pool
 
 QUIET = ["output.video_views=0", "output.mesh=false", "trainer.progress=false", "logger.name=none"]
 
@@ -94,8 +93,7 @@ def bench_alignment(recipes: list[Path], seeds: list[int], overrides: list[str],
         if jobs <= 1:
             rows = [run_one(r, s, overrides, Path(tmp)) for r, s in tasks]
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            with worker_pool(jobs) as pool:  # SIGTERM or Ctrl+C takes the workers down too
                 futures = [pool.submit(run_one, r, s, overrides, Path(tmp)) for r, s in tasks]
                 rows = [f.result() for f in futures]
     summary = summarize(rows)

@@ -101,12 +101,14 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
     dev = trainer.strategy.root_device
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     timer = ComponentTimer(dev)
     _instrument(timer, system)
     phases = _Phases(timer, warmup, steps)
     trainer.callbacks.append(phases)
     if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
+        torch.cuda.reset_peak_memory_stats()
     trainer.fit(system)
     synchronize(dev)
     timer.unwrap()

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from psdkit.config import yaml_load
 from psdkit.config.recipe_schema import ComponentSpec, RecipeSchema
 from psdkit.config.schema import build_config, config_to_dict
 from psdkit.errors import PluginError, RecipeError
@@ -73,7 +74,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RecipeError(str(path), "recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load.load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -123,7 +124,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise RecipeError(item, "an override must look like key.path=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml_load.load(raw) if raw != "" else ""
         except yaml.YAMLError as err:
             raise RecipeError(key, f"cannot parse override value: {err}", raw) from err
         parts = key.split(".")

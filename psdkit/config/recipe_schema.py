@@ -51,7 +51,7 @@ class OptimConfig:
     weight_decay: float = knob(0.0, ge=0.0)
     """Decoupled weight decay (AdamW) of the representation."""
     grad_clip: float | None = knob(None, gt=0.0)
-    """Clip the global gradient norm to this value (null: no clipping)."""
+    """Clip each parameter group's gradient norm to this value on its own (null: no clipping)."""
     fused: bool = True
     """Use the fused Adam kernel when the device supports it."""
 

@@ -23,7 +23,7 @@ class Conditioning:
     labels: list[str]
     """View labels (e.g. ``["front", "side", "back"]``, or ``[""]`` without view-dependent prompts)."""
     prompts: list[str]
-    """Prompt text per label (what the reward scores against)."""
+    """Prompt text per label, as the prior sees it (with the view suffix)."""
     prompt_emb: Tensor
     """[V, L, D] prompt embedding per label."""
     uncond_emb: Tensor
@@ -31,7 +31,7 @@ class Conditioning:
     negative_emb: Tensor
     """[1, L, D] embedding of the recipe's negative prompt (equals ``uncond_emb`` if none)."""
     base_prompt: str
-    """The prompt without view suffixes."""
+    """The prompt without view suffixes: what rewards score against."""
 
     def to(self, device: torch.device | str) -> Conditioning:
         """The same conditioning on ``device``."""
@@ -71,13 +71,14 @@ class GuidanceInput:
     """Index of this rank's first sample in the global batch."""
     global_batch: int | None = None
     """Samples in the global batch (all ranks); None: this batch is the whole batch."""
-    view_ids: tuple[int, ...] | None = None
-    """Host copy of ``view_index`` (the system fills it, so strategies need no device-to-host read)."""
 
-    def prompt_texts(self, cond: Conditioning, copies: int = 1) -> list[str]:
-        """The prompt text of each render, repeated ``copies`` times (as ``view_index.repeat(copies)``)."""
-        ids = list(self.view_ids) if self.view_ids is not None else self.view_index.tolist()
-        return [cond.prompts[i] for i in ids] * copies
+    def reward_prompts(self, cond: Conditioning, copies: int = 1) -> list[str]:
+        """The text a reward scores each of the ``copies * B`` images against: the base prompt.
+
+        View suffixes ("..., back view") steer the prior; reward models were trained on plain prompts, and
+        evaluation scores the plain prompt too.
+        """
+        return [cond.base_prompt] * (len(self.view_index) * copies)
 
 
 @dataclasses.dataclass

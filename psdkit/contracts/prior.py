@@ -8,11 +8,15 @@ prior's own space ("latents": VAE latents for Stable Diffusion, pixels in [-1, 1
 from __future__ import annotations
 
 import abc
+from typing import Literal
 
 from torch import Tensor
 
 from psdkit.contracts.camera import Cameras
 from psdkit.contracts.component import Component
+
+PredictionType = Literal["epsilon", "v_prediction", "sample"]
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
 
 
 class DiffusionPrior(Component, abc.ABC):
@@ -21,6 +25,11 @@ class DiffusionPrior(Component, abc.ABC):
     Priors are never optimized and never checkpointed. Every method is differentiable with respect
     to its tensor inputs (the negative-embedding update back-propagates through ``predict_noise``).
     """
+
+    prediction_type: PredictionType = "epsilon"
+    """What the network natively predicts: ``epsilon``, ``v_prediction`` or ``sample`` (x0).
+    ``predict_noise`` always returns eps; guidance arithmetic that is not affine (CFG rescale) runs in
+    this native space (:func:`psdkit.ops.distill.to_native`)."""
 
     @property
     @abc.abstractmethod

@@ -61,21 +61,85 @@ def broadcast(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def guide(eps_base: Tensor, eps_cond: Tensor, scale: float, rescale: float = 0.0) -> Tensor:
+def to_native(eps: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor, kind: str) -> Tensor:
+    """eps [B, ...] -> the prior's native prediction at ``x_t`` [B, ...] (``alpha``, ``sigma``: [B]).
+
+    ``epsilon``: eps; ``v_prediction``: ``v = (eps - sigma x_t) / alpha``; ``sample``: ``x0 = (x_t - sigma eps) /
+    alpha``. The inverse of :func:`from_native`.
+    """
+    a, s = broadcast(alpha, x_t), broadcast(sigma, x_t)
+    if kind == "epsilon":
+        return eps
+    if kind == "v_prediction":
+        return (eps - s * x_t) / a
+    if kind == "sample":
+        return (x_t - s * eps) / a
+    raise ValueError(f"unknown prediction type {kind!r}")
+
+
+def from_native(out: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor, kind: str) -> Tensor:
+    """The network's native prediction ``out`` [B, ...] -> eps (``eps = alpha v + sigma x_t`` for v,
+    ``(x_t - alpha x0) / sigma`` for x0)."""
+    a, s = broadcast(alpha, x_t), broadcast(sigma, x_t)
+    if kind == "epsilon":
+        return out
+    if kind == "v_prediction":
+        return a * out + s * x_t
+    if kind == "sample":
+        return (x_t - a * out) / s
+    raise ValueError(f"unknown prediction type {kind!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeSpace:
+    """Where CFG rescale is computed: the prior's native prediction space at one ``x_t`` and ``t``.
+
+    CFG itself is affine, so it is the same in every space; rescale divides standard deviations, so it
+    is not, and diffusers (``rescale_noise_cfg``) and Lin et al. apply it to the network's raw output.
+    """
+
+    kind: str
+    x_t: Tensor
+    """[B, ...]."""
+    alpha: Tensor
+    """[B]."""
+    sigma: Tensor
+    """[B]."""
+
+    def to_native(self, eps: Tensor) -> Tensor:
+        """eps -> native prediction."""
+        return to_native(eps, self.x_t, self.alpha, self.sigma, self.kind)
+
+    def from_native(self, out: Tensor) -> Tensor:
+        """native prediction -> eps."""
+        return from_native(out, self.x_t, self.alpha, self.sigma, self.kind)
+
+
+def guide(
+    eps_base: Tensor, eps_cond: Tensor, scale: float, rescale: float = 0.0, space: NativeSpace | None = None
+) -> Tensor:
     """Classifier-free guidance ``eps_base + scale * (eps_cond - eps_base)`` [B, ...], then ``rescale_cfg``."""
-    return rescale_cfg(eps_base + scale * (eps_cond - eps_base), eps_cond, rescale)
+    return rescale_cfg(eps_base + scale * (eps_cond - eps_base), eps_cond, rescale, space)
 
 
-def rescale_cfg(guided: Tensor, eps_cond: Tensor, phi: float) -> Tensor:
+def rescale_cfg(guided: Tensor, eps_cond: Tensor, phi: float, space: NativeSpace | None = None) -> Tensor:
     """CFG rescale (Lin et al. 2024, https://arxiv.org/abs/2305.08891, eq. 15-16) of ``guided`` [B, ...].
 
     Blends ``guided`` with itself rescaled per sample to the standard deviation of ``eps_cond``, which undoes
     the over-saturation a large guidance scale causes. ``phi`` in [0, 1]; 0 returns ``guided`` unchanged.
+    With ``space`` (a v- or x0-predicting prior) the rescale runs on the native predictions, as diffusers'
+    ``rescale_noise_cfg`` does, and the result is converted back to eps; None means eps space.
     """
     if phi == 0.0:
         return guided
+    if space is None or space.kind == "epsilon":
+        return _rescale(guided, eps_cond, phi)
+    return space.from_native(_rescale(space.to_native(guided), space.to_native(eps_cond), phi))
+
+
+def _rescale(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
     dims = tuple(range(1, guided.dim()))
-    ratio = eps_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-8)
+    ratio = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-8)
     return phi * guided * ratio + (1.0 - phi) * guided
 
 
@@ -110,6 +174,10 @@ class Noised:
     """[copies * B]."""
     x_t: Tensor
     """[copies * B, ...] ``alpha * sg(z) + sigma * eps`` (no gradient to the representation)."""
+
+    def space(self, kind: str) -> NativeSpace:
+        """The native prediction space (``kind``: the prior's ``prediction_type``) at ``x_t`` and ``t``."""
+        return NativeSpace(kind, self.x_t, self.alpha, self.sigma)
 
     @property
     def zz(self) -> Tensor:

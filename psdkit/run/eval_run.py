@@ -15,8 +15,8 @@ from typing import Any
 
 import imageio.v2 as imageio
 import torch
-import yaml
 
+from psdkit.config import yaml_load
 from psdkit.config.recipe import Recipe, validate
 from psdkit.errors import RunDirError
 
@@ -26,7 +26,7 @@ def load_run_recipe(run_dir: Path, rewards: list[str] | None) -> Recipe:
     path = run_dir / "recipe.yaml"
     if not path.is_file():
         raise RunDirError(f"{run_dir}: not a psdkit run directory (no recipe.yaml)")
-    data = yaml.safe_load(path.read_text())
+    data = yaml_load.load(path.read_text())
     for value in [*data.values(), *data.get("eval_rewards", [])]:
         if isinstance(value, dict):
             value.pop("plugin", None)

@@ -149,13 +149,14 @@ def save_tiny_imagereward(folder: Path, seed: int = 0) -> Path:
                   patch_size=8)
     text = dict(hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                 max_position_embeddings=64)
-    return save_imagereward(folder, vision, text, (16, 8, 8, 4), seed=seed)
+    return save_imagereward(folder, vision, text, (16, 8, 8, 4), seed=seed, embed_dim=16)
 
 
 def save_imagereward(folder: Path, vision: dict, text: dict, head: tuple[int, ...], vocab_size: int | None = None,
-                     seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
-    """An ImageReward.pt with random weights: BlipVisionConfig and BlipTextConfig kwargs, the MLP head's hidden
-    widths, and the tiny BERT tokenizer (``vocab_size`` defaults to its size)."""
+                     seed: int = 0, dtype: torch.dtype = torch.float32, embed_dim: int = 256) -> Path:
+    """An ImageReward.pt with random weights and the original's full key set: BlipVisionConfig and
+    BlipTextConfig kwargs, the MLP head's hidden widths, BLIP's contrastive ``embed_dim``, and the tiny BERT
+    tokenizer (``vocab_size`` defaults to its size)."""
     from psdkit_plugins.rewards._blip import hf_to_vit
     from transformers import BertTokenizer, BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
@@ -166,9 +167,16 @@ def save_imagereward(folder: Path, vision: dict, text: dict, head: tuple[int, ..
     txt = BlipTextModel(BlipTextConfig(vocab_size=vocab, encoder_hidden_size=vision["hidden_size"], **text),
                         add_pooling_layer=False)
     state = {f"blip.visual_encoder.{k}": v for k, v in hf_to_vit(vis.state_dict()).items()}
-    state.update({f"blip.text_encoder.{k}": v for k, v in txt.state_dict().items() if not k.endswith("position_ids")})
+    state.update({f"blip.text_encoder.{k}": v for k, v in txt.state_dict().items()})
+    # what the original BLIP_Pretrain saves besides: the text encoder's position-id buffer and the two
+    # contrastive projections (embed_dim 256 in BLIP; ImageReward does not use them)
+    positions = txt.config.max_position_embeddings
+    state["blip.text_encoder.embeddings.position_ids"] = torch.arange(positions).expand((1, -1))
+    for name, width in (("vision_proj", vision["hidden_size"]), ("text_proj", text["hidden_size"])):
+        proj = torch.nn.Linear(width, embed_dim)
+        state[f"blip.{name}.weight"], state[f"blip.{name}.bias"] = proj.weight.data, proj.bias.data
     state.update({f"mlp.{k}": v for k, v in aesthetic_head_state([text["hidden_size"], *head, 1]).items()})
-    torch.save({k: v.to(dtype) for k, v in state.items()}, folder / "ImageReward.pt")
+    torch.save({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, folder / "ImageReward.pt")
     return folder
 
 

@@ -47,7 +47,8 @@ class DreamReward(GuidanceStrategy):
         e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale)
+            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale,
+                          n.space(prior.prediction_type))
             grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - n.eps)
         loss = residual_loss(n.z, grad)
         logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean()}
@@ -59,7 +60,7 @@ class DreamReward(GuidanceStrategy):
                 x0 = F.interpolate(x0, render.shape[-2:], mode="bilinear", align_corners=False)
             small = broadcast(n.t.float() <= c.straight_through_t * (prior.num_train_timesteps - 1), render)
             img = torch.where(small, render - (render - x0).detach(), render)
-            r = reward(img, inp.prompt_texts(cond))
+            r = reward(img, inp.reward_prompts(cond))
             loss = loss + c.reward_weight * F.relu(c.threshold - r).mean()
             logs["reward"] = r.mean().detach()
         return GuidanceOutput(loss=loss, logs=logs)

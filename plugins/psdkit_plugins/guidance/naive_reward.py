@@ -48,13 +48,14 @@ class NaiveReward(GuidanceStrategy):
         x_t = broadcast(n.alpha, n.z) * n.z + broadcast(n.sigma, n.z) * n.eps if x0_space else n.x_t
         with torch.set_grad_enabled(x0_space):
             eps_y, eps_b = predict_many(prior, x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale)
+            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale,
+                          n.space(prior.prediction_type))
         grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg.detach() - n.eps)
         loss = residual_loss(n.z, grad)
         logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean()}
         if on:
             img = prior.decode(prior.predict_x0(x_t, n.t, eps_cfg)) if x0_space else inp.images
-            r = reward(img, inp.prompt_texts(cond))
+            r = reward(img, inp.reward_prompts(cond))
             loss = loss - c.reward_weight(inp.step) * r.mean()
             logs["reward"] = r.mean().detach()
         return GuidanceOutput(loss=loss, logs=logs)

@@ -13,6 +13,9 @@ Negative-embedding update (``neg_loss``):
     pairwise (Variant B): two noises ranked by R; Bradley-Terry loss on the implicit rewards
         ``r(i) = -beta * w(t) * (|eps_i - eps_y_i|^2 - |eps_i - eps_n_i|^2)``.
 Reward-based scaling (``reward_scaling``, p2): ``rho_v = clamp(1 + kappa * (mu_R - R_v) / std_R)``.
+The reward scores the *base* prompt (view suffixes are for the prior), the one-step estimate of a teacher
+with its own CFG scale (``reward_guidance_scale``), and the e_n loss is averaged over the samples the
+timestep gate keeps in the *global* batch, so DDP gives the single-process result (docs/method.md).
 """
 
 from __future__ import annotations
@@ -26,16 +29,20 @@ from torch import Tensor, nn
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceContext, GuidanceInput, GuidanceOutput, GuidanceStrategy, ParamGroup
+from psdkit.ops.ddp import global_weighted_mean
 from psdkit.ops.distill import (
+    NativeSpace,
+    Noised,
     Weighting,
     broadcast,
     forward_noise,
-    guide,
     predict_many,
     rescale_cfg,
     residual_loss,
     timestep_weight,
 )
+from psdkit.ops.loss_scale import DynamicLossScale
+from psdkit.ops.running_moments import RunningMoments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +72,13 @@ class PSDConfig:
     reward_t_max: float = knob(0.5, ge=0.0, le=1.0)
     """Only timesteps <= reward_t_max * T train e_n (x0 is too blurry for the reward above)."""
     reward_gate: Literal["hard", "alpha_bar"] = "hard"
-    """hard: drop samples above reward_t_max; alpha_bar: also weight each sample by alpha_t^2."""
+    """hard: drop samples above reward_t_max; alpha_bar: also weight each kept sample by alpha_t^2 (an
+    absolute weight: the loss is divided by the number of kept samples, not by the sum of weights)."""
+    reward_guidance_scale: Schedule | None = knob(None, ge=0.0)
+    """CFG scale of the teacher whose one-step x0 the reward scores (Variant A, reward scaling); null: the
+    teacher's guidance_scale. A large scale saturates the decoded x0, and clamped pixels pass no gradient."""
+    reward_guidance_rescale: float | None = knob(None, ge=0.0, le=1.0)
+    """CFG rescale phi of that teacher; null: guidance_rescale."""
     reward_weight: float = knob(1.0, gt=0.0)
     """Multiplier of the e_n loss."""
     anchor_weight: float = knob(0.0, ge=0.0)
@@ -79,7 +92,19 @@ class PSDConfig:
     scaling_range: tuple[float, float] = (0.0, 2.0)
     """Clamp of rho."""
     scaling_momentum: float = knob(0.99, ge=0.0, lt=1.0)
-    """EMA momentum of the running reward mean and variance."""
+    """EMA momentum of the running reward mean and variance (exact pooled moments until 1 / (1 - momentum)
+    samples are seen)."""
+    scaling_warmup: int = knob(16, ge=0)
+    """Rewards to collect before rho departs from 1 (the variance of a handful of samples is not an estimate)."""
+    neg_loss_scaling: Literal["dynamic", "off"] = "dynamic"
+    """Dynamic loss scaling of the e_n update's backward through the frozen prior (fp16 gradients underflow
+    without it); exact in any precision (a power of two), so always safe."""
+    neg_loss_scale_init: float = knob(2.0**16, ge=1.0)
+    """Initial loss scale."""
+    neg_loss_scale_interval: int = knob(100, ge=1)
+    """Clean e_n updates after which the scale doubles (it halves on an overflow)."""
+    neg_loss_scale_max: float = knob(2.0**24, ge=1.0)
+    """Upper bound of the loss scale."""
     t_min: Schedule = knob(Schedule(0.02), ge=0.0, le=1.0)
     """Lowest timestep, as a fraction of T."""
     t_max: Schedule = knob(Schedule(0.98), ge=0.0, le=1.0)
@@ -96,10 +121,39 @@ class PSDConfig:
     reward resizes to its own input size anyway); null: decode at full size."""
 
     def __post_init__(self) -> None:
+        if self.neg_loss_scale_max < self.neg_loss_scale_init:
+            raise ValueError("neg_loss_scale_max must be >= neg_loss_scale_init")
         if self.update_stop < self.update_start:
             raise ValueError("update_stop must be >= update_start")
         if self.scaling_range[0] > self.scaling_range[1]:
             raise ValueError("scaling_range: low end above high end")
+
+
+@dataclasses.dataclass
+class Predictions:
+    """The prior's predictions at one step's ``x_t`` (rows: copies x views)."""
+
+    eps_y: Tensor
+    """[N, C, h, w] prompt-conditioned, no gradient."""
+    eps_u: Tensor | None
+    """[N, C, h, w] unconditional (p2 only), no gradient."""
+    eps_n: Tensor
+    """[N, C, h, w] conditioned on e_n, with gradient to e_n on update steps."""
+
+
+@dataclasses.dataclass
+class NegLossInput:
+    """What the e_n loss of one step needs."""
+
+    noised: Noised
+    pred: Predictions
+    eps_r: Tensor
+    """[N, C, h, w] the reward branch's teacher (gradient to e_n)."""
+    texts: list[str]
+    """[N] prompts the reward scores against."""
+    w: Tensor
+    """[N] w(t) of the 3D update."""
+    n_noise: int
 
 
 class PSD(GuidanceStrategy):
@@ -110,10 +164,13 @@ class PSD(GuidanceStrategy):
 
     def setup(self, ctx: GuidanceContext) -> None:
         super().setup(ctx)
-        init = ctx.cond.negative_emb if self.config.neg_init == "negative" else ctx.cond.uncond_emb
+        c = self.config
+        init = ctx.cond.negative_emb if c.neg_init == "negative" else ctx.cond.uncond_emb
         self.neg_emb = nn.Parameter(init.detach().clone().float())
         self.register_buffer("neg_init_emb", init.detach().clone().float())
-        self.register_buffer("reward_stats", torch.tensor([0.0, 1.0, 0.0]))  # mean, var, count
+        self.reward_stats = RunningMoments(c.scaling_momentum)
+        self.loss_scale = DynamicLossScale(c.neg_loss_scale_init, c.neg_loss_scale_interval, c.neg_loss_scale_max,
+                                           enabled=c.neg_loss_scaling == "dynamic")
 
     def param_groups(self) -> list[ParamGroup]:
         return [ParamGroup("negative_embedding", [self.neg_emb], self.config.neg_lr)]
@@ -129,27 +186,45 @@ class PSD(GuidanceStrategy):
         update = self.updating(inp.step, inp.max_steps)
         n_noise = 2 if (update and c.neg_loss == "pairwise") else 1
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step), copies=n_noise)
-        zz, t, eps, alpha, sigma, x_t = n.zz, n.t, n.eps, n.alpha, n.sigma, n.x_t
-        cams = inp.cameras.repeat(n_noise)
-        vi = inp.view_index.repeat(n_noise)
-        texts = inp.prompt_texts(self.ctx.cond, n_noise)
-        eps_y, eps_n, eps_t = self._teacher(x_t, t, vi, cams, inp.step, update, texts)
-        w = timestep_weight(c.weighting, alpha, sigma)
-        grad = broadcast(w, zz) * (eps_t.detach() - eps)
+        texts = inp.reward_prompts(self.ctx.cond, n_noise)
+        space = n.space(prior.prediction_type)
+        if update:
+            self.loss_scale.update()
+        pred = self._predict(n.x_t, n.t, inp.view_index.repeat(n_noise), inp.cameras.repeat(n_noise), update)
+        rho = self._reward_scale(n, pred, texts, inp.step, space) if c.form == "p2" and c.reward_scaling else 1.0
+        eps_t = self._teacher(pred, c.guidance_scale(inp.step), c.guidance_rescale, rho, inp.step, space)
+        w = timestep_weight(c.weighting, n.alpha, n.sigma)
+        zz = n.zz
+        grad = broadcast(w, zz) * (eps_t.detach() - n.eps)
         loss = c.loss_scale * residual_loss(zz, grad)
         logs: dict[str, Tensor] = {"grad_norm": grad.flatten(1).norm(dim=1).mean().detach()}
+        if isinstance(rho, Tensor):
+            logs["rho"] = rho.mean()
         if update:
-            neg_loss, neg_logs = self._neg_loss(x_t, t, eps, eps_y, eps_n, eps_t, texts, w, n_noise)
-            loss = loss + c.reward_weight * neg_loss
+            s_r, phi_r = self._reward_cfg(inp.step)
+            same = (s_r, phi_r) == (c.guidance_scale(inp.step), c.guidance_rescale)
+            eps_r = eps_t if same else self._teacher(pred, s_r, phi_r, rho, inp.step, space)
+            neg_loss, neg_logs = self._neg_loss(NegLossInput(n, pred, eps_r, texts, w, n_noise))
+            anchor = c.anchor_weight * ((self.neg_emb - self.neg_init_emb) ** 2).sum()
+            loss = loss + c.reward_weight * self.loss_scale.scale_loss(neg_loss) + anchor
             logs.update(neg_logs)
+            logs["neg_loss_scale"] = self.loss_scale.scale.detach().float()
         logs["neg_drift"] = (self.neg_emb - self.neg_init_emb).norm().detach()
         return GuidanceOutput(loss=loss, logs=logs)
 
-    def _predict(self, x_t: Tensor, t: Tensor, vi: Tensor, cams, update: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+    def _reward_cfg(self, step: int) -> tuple[float, float]:
+        """(scale, phi) of the reward branch's teacher."""
+        c = self.config
+        s = c.guidance_scale(step) if c.reward_guidance_scale is None else c.reward_guidance_scale(step)
+        phi = c.guidance_rescale if c.reward_guidance_rescale is None else c.reward_guidance_rescale
+        return s, phi
+
+    def _predict(self, x_t: Tensor, t: Tensor, vi: Tensor, cams, update: bool) -> Predictions:
         """eps_y and eps_u (p2 only), without gradient, and eps_n (gradient to e_n iff ``update``)."""
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
         e_y = cond.prompt_emb[vi]
-        e_n = self.neg_emb.expand_as(e_y).to(x_t)
+        e_n = self.loss_scale.unscale(self.neg_emb) if update else self.neg_emb
+        e_n = e_n.expand_as(e_y).to(x_t)
         embs = [e_y, cond.uncond_emb.expand_as(e_y)] if c.form == "p2" else [e_y]
         if c.batch_conditionings:  # one prior call; with ``update`` its backward spans every row
             with torch.set_grad_enabled(update):
@@ -160,21 +235,17 @@ class PSD(GuidanceStrategy):
                 fixed = predict_many(prior, x_t, t, embs, cams, batched=False)
             with torch.set_grad_enabled(update):
                 eps_n = prior.predict_noise(x_t, t, e_n, cams)
-        return fixed[0], (fixed[1] if c.form == "p2" else None), eps_n
+        return Predictions(fixed[0], fixed[1] if c.form == "p2" else None, eps_n)
 
-    def _teacher(
-        self, x_t: Tensor, t: Tensor, vi: Tensor, cams, step: int, update: bool, texts: list[str]
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """eps_y (no grad), eps_n (grad to e_n iff ``update``) and the teacher eps_T."""
+    def _teacher(self, p: Predictions, s: float, phi: float, rho: Tensor | float, step: int,
+                 space: NativeSpace) -> Tensor:
+        """eps_T [N, C, h, w] at CFG scale ``s`` and rescale ``phi`` (gradient to e_n through ``p.eps_n``)."""
         c = self.config
-        eps_y, eps_u, eps_n = self._predict(x_t, t, vi, cams, update)
-        s, phi = c.guidance_scale(step), c.guidance_rescale
         if c.form == "p1":
-            return eps_y, eps_n, guide(eps_n, eps_y, s, phi)
-        eps_cfg = eps_u + s * (eps_y - eps_u)
-        rho = self._reward_scale(x_t, t, eps_cfg, texts) if c.reward_scaling else 1.0
-        pref = c.preference_scale(step) * rho * (eps_y - eps_n)
-        return eps_y, eps_n, rescale_cfg(eps_cfg + pref, eps_y, phi)
+            return rescale_cfg(p.eps_n + s * (p.eps_y - p.eps_n), p.eps_y, phi, space)
+        assert p.eps_u is not None
+        pref = c.preference_scale(step) * rho * (p.eps_y - p.eps_n)
+        return rescale_cfg(p.eps_u + s * (p.eps_y - p.eps_u) + pref, p.eps_y, phi, space)
 
     def _score(self, x_t: Tensor, t: Tensor, eps_t: Tensor, texts: list[str]) -> Tensor:
         """[B] reward of the one-step estimate x0(x_t, eps_T), decoded at ``reward_decode_size``."""
@@ -187,46 +258,42 @@ class PSD(GuidanceStrategy):
         return reward(prior.decode(x0), texts)
 
     @torch.no_grad()
-    def _reward_scale(self, x_t: Tensor, t: Tensor, eps_cfg: Tensor, texts: list[str]) -> Tensor:
-        """[B, 1, 1, 1] rho from the z-normalized reward of the CFG estimate; updates running stats.
+    def _reward_scale(self, n: Noised, p: Predictions, texts: list[str], step: int, space: NativeSpace) -> Tensor:
+        """[N, 1, 1, 1] rho from the z-normalized reward of the reward branch's CFG estimate; 1 during warm-up.
 
-        Tensor arithmetic only: no device-to-host read.
+        Updates the running statistics (pooled over ranks). Tensor arithmetic only: no device-to-host read.
         """
         c = self.config
-        r = self._score(x_t, t, eps_cfg, texts).float()
-        mean, var, count = self.reward_stats.unbind()
-        batch_mean, batch_var = r.mean(), r.var(unbiased=False)
-        m = c.scaling_momentum
-        first = count == 0
-        mean = torch.where(first, batch_mean, m * mean + (1 - m) * batch_mean)
-        var = torch.where(first, batch_var.clamp_min(1e-8),
-                          m * var + (1 - m) * (batch_var + (batch_mean - mean) ** 2))
-        self.reward_stats.copy_(torch.stack([mean, var, count + 1]))
-        rho = (1 + c.scaling_kappa * (mean - r) / (var.sqrt() + 1e-6)).clamp(*c.scaling_range)
-        return broadcast(rho, x_t).to(x_t)
+        assert p.eps_u is not None
+        s, phi = self._reward_cfg(step)
+        eps_cfg = rescale_cfg(p.eps_u + s * (p.eps_y - p.eps_u), p.eps_y, phi, space)
+        r = self._score(n.x_t, n.t, eps_cfg, texts).float()
+        self.reward_stats.update(r)
+        rho = (1 - c.scaling_kappa * self.reward_stats.zscore(r)).clamp(*c.scaling_range)
+        rho = torch.where(self.reward_stats.count >= c.scaling_warmup, rho, torch.ones_like(rho))
+        return broadcast(rho, n.x_t).to(n.x_t)
 
-    def _gate(self, t: Tensor, alpha: Tensor) -> Tensor:
-        """[B] weight of each sample in the e_n loss."""
+    def _gate(self, t: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
+        """([B] kept (0/1), [B] weight of each sample in the e_n loss)."""
         c = self.config
         keep = (t.float() <= c.reward_t_max * (self.ctx.prior.num_train_timesteps - 1)).float()
-        return keep * alpha**2 if c.reward_gate == "alpha_bar" else keep
+        return keep, (keep * alpha**2 if c.reward_gate == "alpha_bar" else keep)
 
-    def _neg_loss(self, x_t, t, eps, eps_y, eps_n, eps_t, texts, w, n_noise) -> tuple[Tensor, dict[str, Tensor]]:
-        c = self.config
-        alpha, _ = self.ctx.prior.alpha_sigma(t)
-        gate = self._gate(t, alpha)
-        anchor = c.anchor_weight * ((self.neg_emb - self.neg_init_emb) ** 2).sum()
+    def _neg_loss(self, inp: NegLossInput) -> tuple[Tensor, dict[str, Tensor]]:
+        """The e_n loss (without the anchor), averaged over the kept samples of the global batch."""
+        c, n = self.config, inp.noised
+        keep, weight = self._gate(n.t, n.alpha)
         if c.neg_loss == "reward":
-            r = self._score(x_t, t, eps_t, texts)
-            loss = -(gate * r).sum() / gate.sum().clamp_min(1.0)
-            return loss + anchor, {"reward": r.mean().detach(), "neg_active": gate.mean()}
+            r = self._score(n.x_t, n.t, inp.eps_r, inp.texts)
+            loss = global_weighted_mean(-r, weight, keep.sum())
+            return loss, {"reward": r.mean().detach(), "neg_active": keep.mean()}
         with torch.no_grad():
-            r = self._score(x_t, t, eps_t, texts).view(n_noise, -1)
-        err_y = ((eps - eps_y) ** 2).flatten(1).mean(1)
-        err_n = ((eps - eps_n) ** 2).flatten(1).mean(1)
-        implicit = (-c.pairwise_beta * w * (err_y - err_n)).view(n_noise, -1)
+            r = self._score(n.x_t, n.t, inp.eps_r, inp.texts).view(inp.n_noise, -1)
+        err_y = ((n.eps - inp.pred.eps_y) ** 2).flatten(1).mean(1)
+        err_n = ((n.eps - inp.pred.eps_n) ** 2).flatten(1).mean(1)
+        implicit = (-c.pairwise_beta * inp.w * (err_y - err_n)).view(inp.n_noise, -1)
         win = (r[0] >= r[1]).float()
         margin = (2 * win - 1) * (implicit[0] - implicit[1])
-        g = gate.view(n_noise, -1)[0]
-        loss = (-F.logsigmoid(margin) * g).sum() / g.sum().clamp_min(1.0)
-        return loss + anchor, {"reward": r.mean(), "neg_active": g.mean(), "pair_margin": margin.mean().detach()}
+        keep0, weight0 = keep.view(inp.n_noise, -1)[0], weight.view(inp.n_noise, -1)[0]
+        loss = global_weighted_mean(-F.logsigmoid(margin), weight0, keep0.sum())
+        return loss, {"reward": r.mean(), "neg_active": keep0.mean(), "pair_margin": margin.mean().detach()}

@@ -17,8 +17,9 @@ from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
 from psdkit.contracts.prior import CumprodSchedule
+from psdkit.ops.distill import from_native
 from psdkit.text_cache import TextCache
-from psdkit_plugins.priors._diffusers import OffloadedTextEncoder, pick_dtype
+from psdkit_plugins.priors._diffusers import OffloadedTextEncoder, pick_dtype, pick_prediction_type
 
 GATED = "DeepFloyd IF is released under a licence you must accept once"
 
@@ -29,6 +30,8 @@ class DeepFloydIFConfig:
 
     model: str = "DeepFloyd/IF-I-XL-v1.0"
     """Hub id or local folder (unet/ text_encoder/ tokenizer/ scheduler/)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit); null: the default branch."""
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     """Weights dtype; auto: fp16 on CUDA, fp32 on CPU."""
     resolution: int = knob(64, ge=16)
@@ -38,7 +41,9 @@ class DeepFloydIFConfig:
     offload_text_encoder: bool = True
     """Move the (large) T5 encoder to the CPU after the prompts are encoded."""
     text_cache: str | None = "~/.cache/psdkit/text-embeddings"
-    """Folder of cached text embeddings (keyed by model and prompt); null: no cache."""
+    """Folder of cached text embeddings (keyed by model, dtype, max_length and prompt); null: no cache."""
+    prediction_type: Literal["auto", "epsilon", "v_prediction", "sample"] = "auto"
+    """What the UNet predicts (its first channels); auto: the checkpoint's scheduler config says."""
 
 
 class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
@@ -61,13 +66,14 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
         ref, local_only = hub.resolve(config.model, "prior deepfloyd-if", "model_index.json", gated=GATED)
         dtype = pick_dtype(config.dtype)
         self.dtype_ = dtype
-        self.unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet", torch_dtype=dtype,
-                                                         local_files_only=local_only)
-        self.text_encoder = T5EncoderModel.from_pretrained(ref, subfolder="text_encoder", torch_dtype=dtype,
-                                                           local_files_only=local_only)
-        self.tokenizer = AutoTokenizer.from_pretrained(ref, subfolder="tokenizer", local_files_only=local_only)
-        sched = DDPMScheduler.from_pretrained(ref, subfolder="scheduler", local_files_only=local_only)
+        kw = {"revision": config.revision, "local_files_only": local_only}
+        self.unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet", torch_dtype=dtype, **kw)
+        self.text_encoder = T5EncoderModel.from_pretrained(ref, subfolder="text_encoder", torch_dtype=dtype, **kw)
+        self.tokenizer = AutoTokenizer.from_pretrained(ref, subfolder="tokenizer", **kw)
+        sched = DDPMScheduler.from_pretrained(ref, subfolder="scheduler", **kw)
         self.register_buffer("alphas_cumprod", sched.alphas_cumprod.float().clone(), persistent=False)
+        self.prediction_type = pick_prediction_type(config.prediction_type, sched.config.prediction_type,
+                                                    "prior.config.prediction_type")
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> Tensor:
@@ -77,7 +83,10 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
         return self.text_encoder(tok.input_ids.to(dev), attention_mask=tok.attention_mask.to(dev))[0]
 
     def encode_text(self, prompts: list[str]) -> Tensor:
-        emb = TextCache(self.config.text_cache, self.config.model).encode(prompts, self._encode)
+        c = self.config
+        cache = TextCache(c.text_cache, model=c.model, revision=c.revision, dtype=self.dtype_,
+                          max_length=c.max_length, encoder=type(self.text_encoder).__name__)
+        emb = cache.encode(prompts, self._encode)
         if self.config.offload_text_encoder:
             self.text_encoder.to("cpu")
         return emb.to(self.alphas_cumprod.device)
@@ -95,7 +104,10 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
         self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None
     ) -> Tensor:
         out = self.unet(x_t.to(self.dtype_), t, encoder_hidden_states=text_emb.to(self.dtype_)).sample
-        return out[:, : x_t.shape[1]].float()
+        out = out[:, : x_t.shape[1]].float()  # the learned variance follows the prediction
+        if self.prediction_type == "epsilon":
+            return out
+        return from_native(out, x_t, *self.alpha_sigma(t), self.prediction_type)
 
     def weights(self) -> list[str]:
         return [self.config.model]

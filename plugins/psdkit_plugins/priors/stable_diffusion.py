@@ -19,9 +19,10 @@ from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
 from psdkit.contracts.prior import CumprodSchedule
+from psdkit.ops.distill import from_native
 from psdkit.ops.speed import CompileConfig, compile_modules, to_channels_last
 from psdkit.text_cache import TextCache
-from psdkit_plugins.priors._diffusers import OffloadedTextEncoder, pick_dtype
+from psdkit_plugins.priors._diffusers import OffloadedTextEncoder, pick_dtype, pick_prediction_type
 
 # Linear latent -> RGB approximation of SD's VAE (rows: latent channels), used by ``latents: direct``.
 LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
@@ -52,9 +53,9 @@ class StableDiffusionConfig(CompileConfig):
     offload_text_encoder: bool = True
     """Move the text encoder to the CPU after the prompts are encoded."""
     text_cache: str | None = "~/.cache/psdkit/text-embeddings"
-    """Folder of cached text embeddings (keyed by model, revision and prompt); null: no cache."""
-
-
+    """Folder of cached text embeddings (keyed by model, revision, dtype and prompt); null: no cache."""
+    prediction_type: Literal["auto", "epsilon", "v_prediction", "sample"] = "auto"
+    """What the UNet predicts; auto: the checkpoint's scheduler config says (v_prediction for SD 2.x 768)."""
 
 
 class StableDiffusionPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
@@ -83,7 +84,8 @@ class StableDiffusionPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior
         self.text_encoder = CLIPTextModel.from_pretrained(ref, subfolder="text_encoder", torch_dtype=dtype, **kw)
         self.tokenizer = CLIPTokenizer.from_pretrained(ref, subfolder="tokenizer", **kw)
         sched = DDPMScheduler.from_pretrained(ref, subfolder="scheduler", **kw)
-        self.prediction_type = sched.config.prediction_type
+        self.prediction_type = pick_prediction_type(config.prediction_type, sched.config.prediction_type,
+                                                    "prior.config.prediction_type")
         self.register_buffer("alphas_cumprod", sched.alphas_cumprod.float().clone(), persistent=False)
         self.register_buffer("latent_rgb", torch.tensor(LATENT_RGB), persistent=False)
         if config.attention == "eager":
@@ -108,7 +110,10 @@ class StableDiffusionPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior
         return self.text_encoder(ids.to(self.text_encoder.device))[0]
 
     def encode_text(self, prompts: list[str]) -> Tensor:
-        emb = TextCache(self.config.text_cache, self.config.model, self.config.revision).encode(prompts, self._encode)
+        c = self.config
+        cache = TextCache(c.text_cache, model=c.model, revision=c.revision, dtype=self.dtype_,
+                          max_length=self.tokenizer.model_max_length, encoder=type(self.text_encoder).__name__)
+        emb = cache.encode(prompts, self._encode)
         if self.config.offload_text_encoder:
             self.text_encoder.to("cpu")
         return emb.to(self.alphas_cumprod.device)
@@ -140,10 +145,9 @@ class StableDiffusionPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior
     ) -> Tensor:
         x = self._layout(x_t.to(self.dtype_))
         out = self.unet(x, t, encoder_hidden_states=text_emb.to(self.dtype_)).sample.float()
-        if self.prediction_type == "v_prediction":
-            alpha, sigma = self.alpha_sigma(t)
-            out = alpha.view(-1, 1, 1, 1) * out + sigma.view(-1, 1, 1, 1) * x_t
-        return out
+        if self.prediction_type == "epsilon":
+            return out
+        return from_native(out, x_t, *self.alpha_sigma(t), self.prediction_type)
 
     def weights(self) -> list[str]:
         return [self.config.model]

@@ -1,11 +1,25 @@
 """A CLIP scorer shared by the CLIP-based rewards: torch preprocessing, cached text features.
 
-Preprocessing is done in torch (differentiable, on the device): resize the shorter side to the
-model's input size (bicubic, antialiased), centre-crop, normalize; it matches CLIPImageProcessor
-within the tolerance stated in tests/test_rewards.py.
+Preprocessing is done in torch (differentiable, on the device) with the geometry of each reward's reference
+code, which differs for non-square images (``Fit``):
+
+- ``torchvision``: OpenAI CLIP's transform (ImageReward, the LAION aesthetic predictor): the shorter side to
+  ``size``, the longer to ``int(size * long / short)`` (rounded down), centre crop at offset
+  ``int(round((side - size) / 2))`` (Python's round: half to even).
+- ``transformers``: CLIPImageProcessor (PickScore, torchmetrics' CLIPScore): the same resize, crop offset
+  ``(side - size) // 2``.
+- ``pad``: open_clip's ``ResizeMaxSize`` (HPSv2's ``light_augmentation``): the *longer* side to ``size``, the
+  shorter to ``round(side * scale)``, then zero (black) padding to a square, split ``pad // 2`` before and the
+  rest after, before normalization.
+
+Resizing is bicubic with antialiasing; pixel values match CLIPImageProcessor within the tolerance stated in
+tests/test_real_models.py (PIL's bicubic differs slightly from torch's).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +47,48 @@ def load_tokenizer(ref: str, what: str) -> object:
     return CLIPTokenizer.from_pretrained(path, local_files_only=local_only)
 
 
-def preprocess(images: Tensor, size: int) -> Tensor:
+Fit = Literal["torchvision", "transformers", "pad"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """How an H x W image becomes a ``size`` x ``size`` model input."""
+
+    resize: tuple[int, int]
+    """(height, width) after resizing."""
+    crop: tuple[int, int]
+    """(top, left) of the ``size`` x ``size`` window in the resized image (0, 0 when padding)."""
+    pad: tuple[int, int, int, int]
+    """(left, top, right, bottom) zero padding after resizing."""
+
+
+def geometry(h: int, w: int, size: int, fit: Fit) -> Geometry:
+    """The reference geometry of ``fit`` (module docstring) for an ``h`` x ``w`` image."""
+    if fit == "pad":
+        scale = size / max(h, w)
+        nh, nw = (h, w) if scale == 1.0 else (round(h * scale), round(w * scale))
+        ph, pw = size - nh, size - nw
+        return Geometry((nh, nw), (0, 0), (pw // 2, ph // 2, pw - pw // 2, ph - ph // 2))
+    short, long = min(h, w), max(h, w)
+    new_long = int(size * long / short)
+    nh, nw = (size, new_long) if h <= w else (new_long, size)
+    if fit == "torchvision":
+        top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    else:
+        top, left = (nh - size) // 2, (nw - size) // 2
+    return Geometry((nh, nw), (top, left), (0, 0, 0, 0))
+
+
+def preprocess(images: Tensor, size: int, fit: Fit) -> Tensor:
     """[B, 3, H, W] in [0, 1] -> [B, 3, size, size] normalized CLIP input (differentiable)."""
-    h, w = images.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = F.interpolate(images, (nh, nw), mode="bicubic", align_corners=False, antialias=True)
-    top, left = (nh - size) // 2, (nw - size) // 2
+    g = geometry(images.shape[-2], images.shape[-1], size, fit)
+    x = images
+    if g.resize != tuple(images.shape[-2:]):
+        x = F.interpolate(x, g.resize, mode="bicubic", align_corners=False, antialias=True)
+    if any(g.pad):
+        left, top, right, bottom = g.pad
+        x = F.pad(x, (left, right, top, bottom), value=0.0)
+    top, left = g.crop
     x = x[..., top : top + size, left : left + size]
     mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
@@ -52,18 +101,19 @@ def _features(out: object) -> Tensor:
 
 
 class ClipScorer(nn.Module):
-    """Normalized image and text embeddings of a CLIP model."""
+    """Normalized image and text embeddings of a CLIP model; ``fit``: the reference preprocessing geometry."""
 
-    def __init__(self, model: nn.Module, tokenizer: object) -> None:
+    def __init__(self, model: nn.Module, tokenizer: object, fit: Fit = "transformers") -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
+        self.fit = fit
         self.size = int(model.config.vision_config.image_size)
         self._text: dict[str, Tensor] = {}
 
     def image_embeds(self, images: Tensor) -> Tensor:
         """[B, D] unit-norm image embeddings, differentiable in ``images``."""
-        pixels = preprocess(images, self.size).to(self.model.dtype)
+        pixels = preprocess(images, self.size, self.fit).to(self.model.dtype)
         feats = _features(self.model.get_image_features(pixel_values=pixels))
         return F.normalize(feats.float(), dim=-1)
 

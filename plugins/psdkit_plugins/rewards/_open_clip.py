@@ -76,13 +76,35 @@ def _t(key: str, value: Tensor) -> Tensor:
     return value.T.contiguous() if key in TRANSPOSED else value
 
 
+def _converted_keys(state: dict[str, Tensor]) -> set[str]:
+    """The open_clip keys :func:`open_clip_to_hf` reads."""
+    keys = set(KEYS)
+    for src, _ in SIDES:
+        for i in range(_layers(state, f"{src}.resblocks")):
+            s = f"{src}.resblocks.{i}"
+            keys |= {f"{s}.attn.in_proj_weight", f"{s}.attn.in_proj_bias"}
+            keys |= {f"{s}.{a}.{p}" for a in BLOCK for p in ("weight", "bias")}
+    return keys
+
+
+#: keys an open_clip checkpoint may carry that describe nothing to convert (the causal mask is rebuilt)
+HARMLESS = frozenset({"attn_mask"})
+
+
 def open_clip_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """transformers CLIPModel state dict from an open_clip one (``state_dict``/``module.`` wrappers removed)."""
+    """transformers CLIPModel state dict from an open_clip one (``state_dict``/``module.`` wrappers removed).
+
+    Raises ValueError naming the keys it would have to drop (a checkpoint of another architecture, e.g. with
+    layer scale or attention pooling, must not load half-converted).
+    """
     state = state.get("state_dict", state)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     out = {dst: _t(src, state[src]) for src, dst in KEYS.items()}
     for src, dst in SIDES:
         _blocks(state, src, dst, out)
+    leftover = sorted(set(state) - _converted_keys(state) - HARMLESS)
+    if leftover:
+        raise ValueError(f"keys with no transformers counterpart: {leftover[:5]}")
     return out
 
 

@@ -52,7 +52,7 @@ class AestheticReward(RewardModel):
     def __init__(self, config: AestheticConfig) -> None:
         super().__init__(config)
         what = "reward aesthetic"
-        self.scorer = ClipScorer(load_clip(config.clip, what), load_tokenizer(config.clip, what))
+        self.scorer = ClipScorer(load_clip(config.clip, what), load_tokenizer(config.clip, what), fit="torchvision")
         speed_up_towers(self.scorer.model, config, [self.scorer.model.vision_model])
         path = hub.resolve_file(config.head, config.head_file, what)
         self.head = head_from_state_dict(torch.load(path, map_location="cpu", weights_only=True)).eval()

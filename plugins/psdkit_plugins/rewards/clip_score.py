@@ -1,4 +1,10 @@
-"""CLIP score: ``scale * cos(image, prompt)`` with a CLIP model (Radford et al., 2021; Hessel et al., 2021)."""
+"""CLIP score: ``max(scale * cos(image, prompt), floor)`` (Radford et al., 2021; Hessel et al., 2021).
+
+The defaults follow torchmetrics' ``CLIPScore``, the implementation text-to-3D papers report:
+``max(100 * cos, 0)`` with CLIPImageProcessor's geometry. torchmetrics floors the batch mean; psdkit floors each
+image (the same for one image, and for any batch whose cosines are all >= 0). A floored score has no gradient:
+set ``floor: null`` to train on it.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ class ClipScoreConfig(TowerSpeedConfig):
     """Tokenizer hub id or folder; null: the model's."""
     scale: float = knob(100.0, gt=0.0)
     """Multiplier of the cosine similarity."""
+    floor: float | None = 0.0
+    """Scores below this are raised to it (torchmetrics: 0); null: no floor."""
 
 
 class ClipScore(RewardModel):
@@ -42,7 +50,8 @@ class ClipScore(RewardModel):
         speed_up_towers(self.scorer.model, config, [self.scorer.model.vision_model])
 
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
-        return self.config.scale * self.scorer.cosine(images, prompts)
+        score = self.config.scale * self.scorer.cosine(images, prompts)
+        return score if self.config.floor is None else score.clamp_min(self.config.floor)
 
     def weights(self) -> list[str]:
         return [self.config.model]

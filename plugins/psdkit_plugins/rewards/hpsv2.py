@@ -2,7 +2,8 @@
 
 ``score = cos(image, prompt)`` with the fine-tuned CLIP (the released scoring code's diagonal of
 ``image_features @ text_features.T``). The released ``.pt`` checkpoint is in open_clip format; it is
-converted to transformers' CLIPModel on load, so neither open_clip nor torchvision is needed.
+converted to transformers' CLIPModel on load, so neither open_clip nor torchvision is needed. Images are
+fitted like the reference's ``light_augmentation`` (longest side to 224, zero padding; ``_clip.geometry``).
 """
 
 from __future__ import annotations
@@ -61,11 +62,15 @@ class HPSv2(RewardModel):
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = {k.removeprefix("module."): v for k, v in state.get("state_dict", state).items()}
         model = CLIPModel(clip_config_from_open_clip(state, config.vision_heads, config.text_heads))
-        result = model.load_state_dict(open_clip_to_hf(state), strict=False)
+        try:
+            converted = open_clip_to_hf(state)
+        except (KeyError, ValueError) as err:
+            raise PluginError(f"{what}: {path} is not an open_clip CLIP checkpoint: {err}") from err
+        result = model.load_state_dict(converted, strict=False)
         bad = [k for k in result.missing_keys if not k.endswith("position_ids")] + list(result.unexpected_keys)
         if bad:
             raise PluginError(f"{what}: {path} does not match a CLIP model: {bad[:5]}")
-        self.scorer = ClipScorer(model, load_tokenizer(config.tokenizer, what))
+        self.scorer = ClipScorer(model, load_tokenizer(config.tokenizer, what), fit="pad")
         speed_up_towers(self.scorer.model, config, [self.scorer.model.vision_model])
 
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:

@@ -22,6 +22,9 @@ from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
 from psdkit_plugins.rewards.aesthetic import head_from_state_dict
 
 MEAN, STD = 0.16717362830052426, 1.0333394966054072  # ImageReward's reward normalization
+# Keys the original BLIP saves that transformers' port has no use for: the text encoder's position-id buffer
+# (persistent in BLIP's med.py). Any other mismatch means the checkpoint is not ImageReward's BLIP.
+HARMLESS = {"vision": frozenset(), "text": frozenset({"embeddings.position_ids"})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +68,13 @@ class ImageReward(RewardModel):
         vit, text = split(state, "blip.visual_encoder."), split(state, "blip.text_encoder.")
         vcfg, tcfg = blip_configs(vit, text, config.vision_heads, config.text_heads)
         self.vision, self.text = BlipVisionModel(vcfg), BlipTextModel(tcfg, add_pooling_layer=False)
-        for module, weights in ((self.vision, vit_to_hf(vit)), (self.text, text)):
+        for side, module, weights in (("vision", self.vision, vit_to_hf(vit)), ("text", self.text, text)):
             result = module.load_state_dict(weights, strict=False)
-            bad = [k for k in result.missing_keys if not k.endswith("position_ids")] + list(result.unexpected_keys)
-            if bad:
-                raise PluginError(f"{what}: {path} does not match BLIP: {bad[:5]}")
+            missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+            unexpected = [k for k in result.unexpected_keys if k not in HARMLESS[side]]
+            if missing or unexpected:
+                raise PluginError(f"{what}: {path} does not match BLIP's {side} encoder: missing {missing[:5]}, "
+                                  f"unexpected {unexpected[:5]}")
         self.mlp = head_from_state_dict(split(state, "mlp."))
         speed_up_towers(nn.ModuleList([self.vision, self.text]), config, [self.vision, self.text])
         self.requires_grad_(False).eval()
@@ -78,7 +83,7 @@ class ImageReward(RewardModel):
         self.tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
 
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
-        pixels = preprocess(images, self.vision.config.image_size).to(self.vision.dtype)
+        pixels = preprocess(images, self.vision.config.image_size, "torchvision").to(self.vision.dtype)
         image_embeds = self.vision(pixel_values=pixels).last_hidden_state
         tok = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.config.max_length,
                              return_tensors="pt")
