@@ -11,6 +11,7 @@ import concurrent.futures
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 from psdkit.errors import MissingWeightsError
 
@@ -123,18 +124,24 @@ def file_status(ref: str, filename: str) -> bool:
     return in_cache(ref, filename)
 
 
-def preflight(components: list[object]) -> None:
+def declared_weights(components: list[Any]) -> list[tuple[Any, str, bool]]:
+    """``(component, what, present locally)`` for every weight the components' contracts declare."""
+    from psdkit.contracts.weights import LoadsWeights
+
+    return [(comp, item, present) for comp in components if issubclass(comp.cls, LoadsWeights)
+            for item, present in comp.cls.required_weights(comp.config)]
+
+
+def preflight(components: list[Any]) -> None:
     """Fail before any model loads if weights are missing and cannot be downloaded now.
 
-    ``components`` are resolved recipe components (``cls``, ``config``, ``key``, ``info``); plugins that
-    load weights declare them with a ``required_weights(config)`` classmethod.
+    ``components`` are resolved recipe components (``cls``, ``config``, ``key``, ``info``); priors and rewards
+    declare their weights with :meth:`~psdkit.contracts.weights.LoadsWeights.required_weights`.
     """
     missing = []
-    for comp in components:
-        needs = getattr(comp.cls, "required_weights", None)
-        for item, present in needs(comp.config) if needs else []:
-            if not present:
-                missing.append(f"  {comp.key} ({comp.info.name}): {item}")
+    for comp, item, present in declared_weights(components):
+        if not present:
+            missing.append(f"  {comp.key} ({comp.info.name}): {item}")
     if not missing or (not offline() and hub_reachable()):
         return
     why = "HF_HUB_OFFLINE is set" if offline() else f"{HUB_HOST} is not reachable"

@@ -16,9 +16,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from psdkit.config.recipe_schema import RecipeSchema
-from psdkit.contracts import Cameras, GuidanceInput, RenderOutput
-from psdkit.run.build import Components
-from psdkit.run.seeding import step_generator
+from psdkit.contracts import Cameras, Components, GuidanceInput, RenderOutput
+from psdkit.ops.seeding import step_generator
+from psdkit.optim import build_optimizer
 
 
 class StepDataset(Dataset):
@@ -73,16 +73,9 @@ class PSDSystem(L.LightningModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(StepDataset(self.schema.trainer.max_steps), batch_size=None, shuffle=False)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        o = self.schema.optim
-        groups = [dict(g) for g in self.representation.param_groups()]
-        for g in groups:
-            g["weight_decay"] = o.weight_decay
-        for pg in self.guidance.param_groups():
-            groups.append({"name": f"guidance.{pg.name}", "params": pg.params, "lr": pg.lr(0),
-                           "weight_decay": pg.weight_decay})
-        fused = o.fused and all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-        return torch.optim.AdamW(groups, betas=o.betas, eps=o.eps, fused=fused or None)
+    def configure_optimizers(self) -> dict[str, Any]:
+        owned = {"representation": self.representation.param_groups(), "guidance": self.guidance.param_groups()}
+        return build_optimizer(owned, self.schema.optim)
 
     # ---- the step -------------------------------------------------------------------------------
     def view_ids(self, cameras: Cameras) -> list[int]:
@@ -97,22 +90,11 @@ class PSDSystem(L.LightningModule):
         """Render ``cameras`` (moved to this device) with the current representation."""
         return self.renderer(self.representation, cameras.to(self.device), self.background, generator)
 
-    def regularizers(self, out: RenderOutput) -> dict[str, Tensor]:
-        """Weighted regularizer terms from the render."""
-        cfg, terms = self.schema.loss, {}
-        if cfg.opacity_sparsity > 0:
-            terms["sparsity"] = cfg.opacity_sparsity * out.opacity.mean()
-        if cfg.opacity_entropy > 0:
-            a = out.opacity.clamp(1e-5, 1 - 1e-5)
-            terms["entropy"] = cfg.opacity_entropy * (-(a * a.log() + (1 - a) * (1 - a).log())).mean()
-        return terms
-
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         step, max_steps = self.global_step, self.schema.trainer.max_steps
         seed, rank, world = self.schema.seed, self.global_rank, self.trainer.world_size
-        self.set_guidance_lr(step)
-        self.representation.update_step(step, max_steps)
-        self.renderer.update_step(self.representation, step)
+        self.representation.set_progress(step, max_steps)
+        self.renderer.refresh(self.representation, step)
         # Cameras and guidance noise are drawn for the global batch (same on every rank) and sliced,
         # so results do not depend on how the batch is split; render jitter is per rank.
         all_cams = self.components.camera.sample(step, step_generator(seed, 0, step, "camera"), world)
@@ -124,23 +106,13 @@ class PSDSystem(L.LightningModule):
         inp = GuidanceInput(out.rgb, cams, torch.tensor(ids, device=self.device), step, max_steps,
                             step_generator(seed, 0, step, "guidance"), rank * per_rank, len(all_cams))
         g = self.guidance(inp)
-        terms = self.regularizers(out)
+        terms = self.renderer.regularizers(out)
         loss = g.loss + sum(terms.values())
         # Keep every learnable parameter in the graph so DDP's reducer sees each one every step,
         # even on steps where the strategy leaves its own parameters untouched.
         loss = loss + sum(0.0 * p.sum() for p in self.guidance.parameters())
         self.log_step(loss, g.logs, terms, out)
         return loss
-
-    def set_guidance_lr(self, step: int) -> None:
-        """Apply the strategy's learning-rate schedules for ``step``."""
-        if self._trainer is None:
-            return
-        sched = {f"guidance.{pg.name}": pg.lr for pg in self.guidance.param_groups()}
-        for opt in self.trainer.optimizers:
-            for group in opt.param_groups:
-                if group.get("name") in sched:
-                    group["lr"] = sched[group["name"]](step)
 
     def log_step(self, loss: Tensor, logs: dict[str, Tensor], terms: dict[str, Tensor], out: RenderOutput) -> None:
         """Log scalars at the trainer's global step (Lightning keeps every ``trainer.log_every``-th)."""

@@ -54,17 +54,18 @@ def recipes_dir() -> Path:
 def tiny_weights(tmp_path_factory) -> dict[str, Path]:
     """Tiny random-weight checkpoints of every real model, in their published layouts (~6 s, once)."""
     pytest.importorskip("diffusers", reason="pip install 'psdkit[diffusers]' for the real-model tests")
-    from psdkit.testing import tiny_models
+    from psdkit_plugins.priors import checkpoints as priors
+    from psdkit_plugins.rewards import checkpoints as rewards
 
     d = tmp_path_factory.mktemp("weights")
     return {
-        "sd": tiny_models.save_tiny_stable_diffusion(d / "sd"),
-        "sd_v": tiny_models.save_tiny_stable_diffusion(d / "sd_v", prediction_type="v_prediction"),
-        "clip": tiny_models.save_tiny_clip(d / "clip"),
-        "head": tiny_models.save_tiny_aesthetic_head(d / "head" / "aesthetic.pth"),
-        "hps": tiny_models.save_tiny_hpsv2(d / "hps"),
-        "ir": tiny_models.save_tiny_imagereward(d / "ir"),
-        "if": tiny_models.save_tiny_deepfloyd_if(d / "if"),
+        "sd": priors.save_stable_diffusion(d / "sd"),
+        "sd_v": priors.save_stable_diffusion(d / "sd_v", prediction_type="v_prediction"),
+        "clip": rewards.save_clip(d / "clip"),
+        "head": rewards.save_aesthetic_head(d / "head" / "aesthetic.pth"),
+        "hps": rewards.save_hpsv2(d / "hps"),
+        "ir": rewards.save_imagereward(d / "ir"),
+        "if": priors.save_deepfloyd_if(d / "if"),
         "cache": d / "text-cache",
     }
 

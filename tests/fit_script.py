@@ -16,8 +16,8 @@ import lightning as L
 import torch
 
 from psdkit.config.recipe import load_recipe
+from psdkit.ops.seeding import step_generator
 from psdkit.run.fit import FitOptions, fit
-from psdkit.run.seeding import step_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -63,9 +63,10 @@ def test_random_weights_refuse_unsupported_plugins(tmp_path):
     from psdkit.bench.random_weights import random_weight_overrides
     from psdkit.errors import RecipeError
 
-    recipe = load_recipe(ROOT / "recipes" / "psd_nerf.yaml", ["reward.name=pickscore", "reward.config={}"])
-    with pytest.raises(RecipeError, match=r"reward\.name: cannot build random weights.*pickscore"):
-        random_weight_overrides(recipe, "tiny", tmp_path)
+    recipe = load_recipe(ROOT / "recipes" / "psd_nerf.yaml", ["reward.name=pickscore", "reward.config={}",
+                                                              "prior.name=analytic", "prior.config={}"])
+    with pytest.raises(RecipeError, match=r"reward\.name: no full random weights.*\(found 'pickscore'\)"):
+        random_weight_overrides(recipe, "full", tmp_path)  # pickscore offers tiny ones only
 
 
 def test_full_size_architectures_have_the_published_sizes():
@@ -73,8 +74,7 @@ def test_full_size_architectures_have_the_published_sizes():
     pytest.importorskip("diffusers")
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from psdkit.bench.random_weights import SD21_UNET, SD_VAE
+    from psdkit_plugins.priors.checkpoints import SD21_UNET, SD_VAE
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(in_channels=4, out_channels=4, **SD21_UNET)

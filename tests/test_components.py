@@ -101,7 +101,7 @@ def test_occupancy_grid_skips_without_changing_the_image():
     full = tiny.make("renderer", "volume", num_samples=16, occupancy=False)
     skip = tiny.make("renderer", "volume", num_samples=16, occupancy=True, occupancy_warmup=0,
                      occupancy_threshold=1e-3)
-    skip.update_step(field, 0)
+    skip.refresh(field, 0)
     bg = tiny.tiny_background()
     a, b = full(field, cams, bg), skip(field, cams, bg)
     assert b.stats["active_fraction"] < a.stats["active_fraction"]

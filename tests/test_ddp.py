@@ -9,8 +9,10 @@ from subprocess_fit import run_fit_script
 SAME_SAMPLES = ("trainer.max_steps=6", "renderer.config.jitter=false", "renderer.config.occupancy=false")
 # Adam's eps 1e-15 (instant-NGP's) turns float-rounding differences of near-zero gradients (two partial sums
 # all-reduced vs one sum) into visible steps: 1.7e-5 on 11 of 262k hash-table entries with no gate at all.
-# At eps 1e-8 that floor is 6e-7, so a 1e-6 bound tests the normalization, not the summation order.
+# At eps 1e-8 (the recipe's groups and PSD's e_n alike) that floor is 6e-7, so a 1e-6 bound tests the
+# normalization, not the summation order.
 FLOAT_FLOOR = ("optim.eps=1.0e-8",)
+PSD_FLOOR = "guidance.config.neg_eps=1.0e-8"
 
 
 def test_negative_embedding_identical_on_both_ranks(tmp_path):
@@ -55,9 +57,9 @@ def test_two_ranks_match_one_rank_with_twice_the_batch(tmp_path):
 
 
 @pytest.mark.parametrize("strategy", [
-    ["guidance.config.reward_t_max=0.5"],
-    ["guidance.config.reward_t_max=0.5", "guidance.config.neg_loss=pairwise"],
-    ["guidance.config.reward_t_max=0.5", "guidance.config.reward_gate=alpha_bar"],
+    ["guidance.config.reward_t_max=0.5", PSD_FLOOR],
+    ["guidance.config.reward_t_max=0.5", "guidance.config.neg_loss=pairwise", PSD_FLOOR],
+    ["guidance.config.reward_t_max=0.5", "guidance.config.reward_gate=alpha_bar", PSD_FLOOR],
     ["guidance.name=reward-sds", "guidance.config={num_noises: 3, top_k: 1}"],
 ], ids=["psd-reward", "psd-pairwise", "psd-alpha-bar-gate", "reward-sds"])
 def test_rank_invariant_with_a_gate_that_drops_samples(tmp_path, strategy):

@@ -14,7 +14,6 @@ import torch
 from psdkit.config.recipe import load_recipe
 from psdkit.errors import TrainingDiverged
 from psdkit.run.fit import FitOptions, fit
-from psdkit.system import PSDSystem
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -26,16 +25,19 @@ TINY = [
 
 
 def poison(monkeypatch, bad_steps: set[int]) -> None:
-    """Make the loss NaN at ``bad_steps``."""
-    original = PSDSystem.regularizers
+    """Make the loss NaN at ``bad_steps`` (through the renderer's regularizers, called once per training step)."""
+    from psdkit_plugins.renderers.volume import VolumeRenderer
+
+    original, calls = VolumeRenderer.regularizers, [0]
 
     def regularizers(self, out):
         terms = original(self, out)
-        if self.global_step in bad_steps:
+        if calls[0] in bad_steps:
             terms["poison"] = out.rgb.sum() * float("nan")
+        calls[0] += 1
         return terms
 
-    monkeypatch.setattr(PSDSystem, "regularizers", regularizers)
+    monkeypatch.setattr(VolumeRenderer, "regularizers", regularizers)
 
 
 def test_nonfinite_steps_are_skipped(tmp_path, monkeypatch):

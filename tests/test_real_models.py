@@ -15,9 +15,9 @@ import torch
 pytest.importorskip("diffusers", reason="pip install 'psdkit[diffusers]' to test the Stable Diffusion prior")
 pytest.importorskip("transformers", reason="pip install 'psdkit[rewards]' to test the CLIP-based rewards")
 
+from psdkit_plugins.backbones.clip import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
 from psdkit_plugins.priors.deepfloyd_if import DeepFloydIFPrior  # noqa: E402
 from psdkit_plugins.priors.stable_diffusion import StableDiffusionPrior  # noqa: E402
-from psdkit_plugins.rewards._clip import CLIP_MEAN, CLIP_STD, preprocess  # noqa: E402
 from psdkit_plugins.rewards.aesthetic import AestheticReward  # noqa: E402
 from psdkit_plugins.rewards.clip_score import ClipScore  # noqa: E402
 from psdkit_plugins.rewards.hpsv2 import HPSv2  # noqa: E402
@@ -103,7 +103,7 @@ class TestImageReward(conformance.RewardConformance):
 
 def test_imagereward_matches_its_reference_computation():
     """The converted checkpoint scores exactly as BLIP + MLP computed from the original-layout tensors."""
-    from psdkit_plugins.rewards._blip import split, vit_to_hf
+    from psdkit_plugins.backbones.blip import split, vit_to_hf
     from psdkit_plugins.rewards.aesthetic import head_from_state_dict
     from psdkit_plugins.rewards.imagereward import MEAN, STD
     from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
@@ -163,7 +163,7 @@ def test_sd_v_prediction_is_converted_to_eps():
 
 def test_hpsv2_conversion_is_exact():
     """The converted open_clip checkpoint scores exactly like the transformers model it came from."""
-    from psdkit_plugins.rewards._clip import ClipScorer, load_tokenizer
+    from psdkit_plugins.backbones.clip import ClipScorer, load_tokenizer
     from transformers import CLIPModel
 
     hps = HPSv2(HPSv2.Config(checkpoint=str(TINY["hps"]), tokenizer=str(TINY["hps"] / "clip"), vision_heads=4,

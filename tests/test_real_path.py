@@ -1,7 +1,8 @@
 """The real-model path, point by point (issue 10): what the analytic world cannot show.
 
 Each test names the defect it guards against; each failed on the commit before the fix (c771c55). Names
-that the fix introduced are imported inside the tests, so that the file runs against that commit.
+that the fix introduced are imported inside the tests, so that the file runs against that commit (before
+the module moves of issue 11).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from psdkit.contracts import GuidanceContext, GuidanceInput, RewardModel  # noqa
 from psdkit.errors import PluginError  # noqa: E402
 from psdkit.ops.distill import guide  # noqa: E402
 from psdkit.run.build import make_conditioning  # noqa: E402
-from psdkit.testing import tiny, tiny_models  # noqa: E402
+from psdkit.testing import tiny  # noqa: E402
 
 W: dict[str, Path] = {}
 
@@ -139,7 +140,9 @@ def test_eps_model_rescale_is_unchanged_and_matches_diffusers():
 
 def test_sample_prediction_is_converted_and_unknown_types_are_refused(tmp_path):
     """On main a ``sample`` (x0) model was silently treated as eps, and the IF prior never read the type."""
-    path = tiny_models.save_tiny_stable_diffusion(tmp_path / "sd_x0", prediction_type="sample")
+    from psdkit_plugins.priors.checkpoints import save_stable_diffusion
+
+    path = save_stable_diffusion(tmp_path / "sd_x0", prediction_type="sample")
     prior = StableDiffusionPrior(build_config(StableDiffusionPrior.Config, {
         "model": str(path), "resolution": 64, "text_cache": None}, "")).requires_grad_(False)
     assert prior.prediction_type == "sample"
@@ -157,7 +160,9 @@ def test_sample_prediction_is_converted_and_unknown_types_are_refused(tmp_path):
 
 
 def test_deepfloyd_if_reads_its_prediction_type(tmp_path):
-    path = tiny_models.save_tiny_deepfloyd_if(tmp_path / "if")
+    from psdkit_plugins.priors.checkpoints import save_deepfloyd_if
+
+    path = save_deepfloyd_if(tmp_path / "if")
     sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     (path / "scheduler" / "scheduler_config.json").write_text(json.dumps({**sched,
                                                                           "prediction_type": "v_prediction"}))
@@ -396,7 +401,9 @@ def test_imagereward_checkpoint_carries_the_original_key_set():
 
 
 def test_imagereward_refuses_unknown_keys(tmp_path):
-    folder = tiny_models.save_tiny_imagereward(tmp_path / "ir")
+    from psdkit_plugins.rewards.checkpoints import save_imagereward
+
+    folder = save_imagereward(tmp_path / "ir")
     state = torch.load(folder / "ImageReward.pt", weights_only=True)
     state["blip.text_encoder.encoder.layer.0.extra.weight"] = torch.zeros(2)
     torch.save(state, folder / "ImageReward.pt")
@@ -406,7 +413,9 @@ def test_imagereward_refuses_unknown_keys(tmp_path):
 
 
 def test_hpsv2_refuses_keys_it_cannot_convert(tmp_path):
-    folder = tiny_models.save_tiny_hpsv2(tmp_path / "hps")
+    from psdkit_plugins.rewards.checkpoints import save_hpsv2
+
+    folder = save_hpsv2(tmp_path / "hps")
     ckpt = torch.load(folder / "HPS_v2.1_compressed.pt", weights_only=True)
     ckpt["state_dict"]["module.visual.transformer.resblocks.0.ls_1.gamma"] = torch.ones(32)
     torch.save(ckpt, folder / "HPS_v2.1_compressed.pt")
@@ -433,7 +442,7 @@ def test_hpsv2_refuses_keys_it_cannot_convert(tmp_path):
     ((100, 300), "pad", (75, 224), (0, 0), (0, 74, 0, 75)),
 ])
 def test_reference_geometry(hw, fit, resize, crop, pad):
-    from psdkit_plugins.rewards._clip import geometry
+    from psdkit_plugins.backbones.clip import geometry
 
     g = geometry(*hw, 224, fit)
     assert (g.resize, g.crop, g.pad) == (resize, crop, pad)
@@ -448,7 +457,7 @@ def test_hpsv2_scores_a_non_square_image_like_its_padded_square():
     squared[..., 8:24, :] = wide
     with torch.no_grad():
         assert torch.allclose(hps(wide, ["lower"]), hps(squared, ["lower"]), atol=1e-6)
-    from psdkit_plugins.rewards._clip import preprocess
+    from psdkit_plugins.backbones.clip import preprocess
 
     x = preprocess(wide, 32, "pad")
     assert x.shape == (1, 3, 32, 32)

@@ -227,7 +227,8 @@ def test_dreamreward_window_and_hinge():
 def test_vsd_lora_needs_a_network_prior():
     from psdkit.errors import PluginError
 
-    with pytest.raises(PluginError, match=r"score_model: lora needs a diffusers prior with a UNet, not AnalyticPrior"):
+    with pytest.raises(PluginError, match=r"score_model: lora needs a prior that can carry a trainable adapter "
+                                          r"\(TrainableAdapter\), not AnalyticPrior"):
         setup(VSD, score_model="lora")
 
 

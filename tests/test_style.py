@@ -41,8 +41,9 @@ def test_size_budget():
 
 OVERRIDES = {  # contract methods whose docstring lives on the base class
     "forward", "setup", "training_step", "configure_optimizers", "train_dataloader", "param_groups",
-    "update_step", "sample", "orbit", "bound", "encode_text", "encode_images", "decode", "alpha_sigma",
-    "predict_noise", "num_train_timesteps", "references", "answers", "weights", "get_metrics", "density",
+    "set_progress", "refresh", "regularizers", "sample", "orbit", "bound", "encode_text", "encode_images", "decode",
+    "alpha_sigma", "predict_noise", "num_train_timesteps", "references", "answers", "required_weights",
+    "random_weights", "add_adapter", "adapter_enabled", "updating", "get_metrics", "density",
 }
 
 

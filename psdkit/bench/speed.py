@@ -72,7 +72,7 @@ class _Phases(L.Callback):
 def _instrument(timer: ComponentTimer, system: PSDSystem) -> None:
     comp = system.components
     timer.wrap(system.renderer, "forward", "render")
-    timer.wrap(system.renderer, "update_step", "occupancy grid refresh")
+    timer.wrap(system.renderer, "refresh", "occupancy grid refresh")
     timer.wrap(comp.prior, "encode_images", "encode")
     timer.wrap(comp.prior, "predict_noise",
                lambda: "prior, with grad (e_n update)" if torch.is_grad_enabled() else "prior")

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import psdkit
 from psdkit.errors import PsdkitError
 
 
@@ -113,6 +114,7 @@ def _add_sweeps(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="psdkit", description="Preference-aligned text-to-3D.")
+    parser.add_argument("--version", action="version", version=f"psdkit {psdkit.__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_fit, _add_inspection, _add_eval, _add_sweeps):

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from psdkit.config.recipe import load_recipe
+from psdkit.hub import declared_weights
 
 
 def report_weights(recipe_path: str) -> int:
     """Print each component's weights; exit 1 if any is missing."""
     recipe = load_recipe(recipe_path)
     print(f"recipe {recipe_path}: ok")
-    missing = 0
-    for comp in [*recipe.components.values(), *recipe.eval_rewards]:
-        needs = getattr(comp.cls, "required_weights", None)
-        items = needs(comp.config) if needs else []
-        if not items:
+    components = [*recipe.components.values(), *recipe.eval_rewards]
+    declared = declared_weights(components)
+    for comp in components:
+        if not any(c is comp for c, _, _ in declared):
             print(f"  {comp.key:<16} {comp.info.name}: no weights needed")
-        for item, present in items:
-            missing += not present
+        for _, item, present in (d for d in declared if d[0] is comp):
             print(f"  {comp.key:<16} {comp.info.name}: {item} {'present' if present else 'MISSING'}")
-    return 1 if missing else 0
+    return 1 if any(not present for _, _, present in declared) else 0

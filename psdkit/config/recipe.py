@@ -179,6 +179,10 @@ def validate(data: dict[str, Any], registry: Registry | None = None, source: str
              overrides: tuple[str, ...] = ()) -> Recipe:
     """Validate merged recipe data into a :class:`Recipe` (imports the named plugins, loads no weights)."""
     registry = registry or default_registry()
+    if isinstance(data, dict) and "loss" in data:
+        raise RecipeError("loss", "the render regularizers moved to the renderer: set "
+                          "renderer.config.opacity_sparsity and renderer.config.opacity_entropy (volume renderer)",
+                          data["loss"])
     schema = build_config(RecipeSchema, data, "")
     comps = {}
     for key, kind in COMPONENT_KINDS.items():
@@ -189,7 +193,7 @@ def validate(data: dict[str, Any], registry: Registry | None = None, source: str
         resolve_component(spec, f"eval_rewards[{i}]", "reward", registry)
         for i, spec in enumerate(schema.eval_rewards)
     )
-    if getattr(comps["guidance"].cls, "needs_reward", False) and "reward" not in comps:
+    if comps["guidance"].cls.needs_reward and "reward" not in comps:
         raise RecipeError("reward", f"guidance {schema.guidance.name!r} needs a reward model; add a `reward:` section")
     return Recipe(schema, comps, evals, source, overrides)
 

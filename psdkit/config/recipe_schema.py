@@ -57,16 +57,6 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class LossConfig:
-    """Regularizers added to the strategy's loss."""
-
-    opacity_sparsity: float = knob(0.0, ge=0.0)
-    """Weight of the mean opacity (discourages floaters)."""
-    opacity_entropy: float = knob(0.0, ge=0.0)
-    """Weight of the binary entropy of opacity (pushes alpha to 0 or 1)."""
-
-
-@dataclasses.dataclass(frozen=True)
 class TrainerConfig:
     """How long and where to train."""
 
@@ -174,7 +164,6 @@ class RecipeSchema:
     """Seed of everything random."""
     optim: OptimConfig = OptimConfig()
     """Optimizer settings."""
-    loss: LossConfig = LossConfig()
     """Regularizers."""
     trainer: TrainerConfig = TrainerConfig()
     """Training length and devices."""

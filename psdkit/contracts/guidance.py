@@ -7,11 +7,10 @@ import dataclasses
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from psdkit.config.schema import Schedule
 from psdkit.contracts.camera import Cameras
-from psdkit.contracts.component import Component
+from psdkit.contracts.component import Component, ParamGroup
 from psdkit.contracts.prior import DiffusionPrior
 from psdkit.contracts.reward import RewardModel
 
@@ -90,16 +89,6 @@ class GuidanceOutput:
     strategy's own learnable parameters."""
     logs: dict[str, Tensor] = dataclasses.field(default_factory=dict)
     """Scalar diagnostics (detached), logged under ``guidance/<key>``."""
-
-
-@dataclasses.dataclass
-class ParamGroup:
-    """Learnable parameters of a strategy with their own learning-rate schedule."""
-
-    name: str
-    params: list[nn.Parameter]
-    lr: Schedule
-    weight_decay: float = 0.0
 
 
 class GuidanceStrategy(Component, abc.ABC):

@@ -14,12 +14,13 @@ from torch import Tensor
 
 from psdkit.contracts.camera import Cameras
 from psdkit.contracts.component import Component
+from psdkit.contracts.weights import LoadsWeights
 
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
 
 
-class DiffusionPrior(Component, abc.ABC):
+class DiffusionPrior(Component, LoadsWeights, abc.ABC):
     """A frozen text-conditioned denoiser.
 
     Priors are never optimized and never checkpointed. Every method is differentiable with respect
@@ -67,22 +68,6 @@ class DiffusionPrior(Component, abc.ABC):
         alpha, sigma = self.alpha_sigma(t)
         alpha, sigma = alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)
         return (x_t - sigma * eps) / alpha
-
-    def references(self, cameras: Cameras) -> dict[str, Tensor] | None:
-        """Exact clean images [B, 3, H, W] in [0, 1] of known objects seen by ``cameras``, by object name.
-
-        Only priors with a known data distribution (the analytic world) have them; they feed the
-        fidelity metrics. Default: ``None``.
-        """
-        return None
-
-    def answers(self, prompt: str) -> list[str]:
-        """Names of the reference objects that match ``prompt``. Default: none."""
-        return []
-
-    def weights(self) -> list[str]:
-        """Hub ids or paths of the weights this prior needs (for ``psdkit doctor``). Default: none."""
-        return []
 
 
 class CumprodSchedule:

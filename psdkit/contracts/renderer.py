@@ -41,5 +41,10 @@ class Renderer(Component, abc.ABC):
     ) -> RenderOutput:
         """Render ``cameras``; ``generator`` drives sample jitter during training (None: none)."""
 
-    def update_step(self, field: Representation, step: int) -> None:
+    def refresh(self, field: Representation, step: int) -> None:
         """Called before every training step (e.g. to refresh an occupancy grid). Default: nothing."""
+
+    def regularizers(self, out: RenderOutput) -> dict[str, Tensor]:
+        """Weighted regularizer terms of a training render, added to the loss and logged under ``loss/<name>``.
+        Default: none."""
+        return {}

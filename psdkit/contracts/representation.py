@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any
 
 from torch import Tensor
 
-from psdkit.contracts.component import Component
+from psdkit.contracts.component import Component, ParamGroup
 
 
 @dataclasses.dataclass
@@ -42,8 +41,9 @@ class Representation(Component, abc.ABC):
         return self.forward(points).density
 
     @abc.abstractmethod
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Optimizer parameter groups, each ``{"params": [...], "lr": float, "name": str}``."""
+    def param_groups(self) -> list[ParamGroup]:
+        """The field's trainable parameters, grouped by optimizer settings and learning-rate schedule."""
 
-    def update_step(self, step: int, max_steps: int) -> None:
-        """Called before every training step (coarse-to-fine schedules). Default: nothing."""
+    def set_progress(self, step: int, max_steps: int) -> None:
+        """Called before every training step with the step about to run (coarse-to-fine schedules). Default:
+        nothing."""

@@ -7,12 +7,14 @@ import abc
 from torch import Tensor
 
 from psdkit.contracts.component import Component
+from psdkit.contracts.weights import LoadsWeights
 
 
-class RewardModel(Component, abc.ABC):
+class RewardModel(Component, LoadsWeights, abc.ABC):
     """A frozen 2D reward model. Higher is better.
 
-    Reward models are never optimized and never checkpointed by psdkit.
+    Reward models are never optimized and never checkpointed by psdkit. One that loads weights declares them
+    with :meth:`required_weights` (and may offer :meth:`random_weights`).
     """
 
     @abc.abstractmethod
@@ -21,7 +23,3 @@ class RewardModel(Component, abc.ABC):
 
         Must be differentiable with respect to ``images``.
         """
-
-    def weights(self) -> list[str]:
-        """Hub ids or paths of the weights this reward needs (for ``psdkit doctor``). Default: none."""
-        return []

@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from psdkit.config.recipe import Recipe
 from psdkit.config.recipe_schema import PromptConfig
-from psdkit.contracts import (
-    Background,
-    CameraSampler,
-    Conditioning,
-    DiffusionPrior,
-    GuidanceContext,
-    GuidanceStrategy,
-    Renderer,
-    Representation,
-    RewardModel,
-)
-
-
-@dataclasses.dataclass
-class Components:
-    """Everything a run is made of."""
-
-    representation: Representation
-    renderer: Renderer
-    background: Background
-    camera: CameraSampler
-    prior: DiffusionPrior
-    guidance: GuidanceStrategy
-    reward: RewardModel | None
-    eval_rewards: dict[str, RewardModel]
-    cond: Conditioning
-
+from psdkit.contracts import Components, Conditioning, DiffusionPrior, GuidanceContext, RewardModel
 
 VIEW_LABELS = ("front", "side", "back")
 

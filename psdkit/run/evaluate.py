@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from psdkit.contracts.capabilities import KnownObjects
 from psdkit.system import PSDSystem
 
 
@@ -47,7 +48,7 @@ def evaluate(system: PSDSystem, views: int, size: int) -> dict[str, Any]:
     if comp.reward is not None:
         out["train_reward"] = float(comp.reward(images, prompts).mean())
     out["heldout_rewards"] = {name: float(r(images, prompts).mean()) for name, r in comp.eval_rewards.items()}
-    refs = comp.prior.references(cams.to(system.device))
-    if refs:
+    if isinstance(comp.prior, KnownObjects):
+        refs = comp.prior.references(cams.to(system.device))
         out["fidelity"] = fidelity(images, refs, comp.prior.answers(comp.cond.base_prompt))
     return out

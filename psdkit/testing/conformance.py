@@ -111,7 +111,7 @@ class RepresentationConformance(ComponentConformance):
         assert out.density.shape == (64,) and out.rgb.shape == (64, 3)
         assert (out.density >= 0).all() and (out.rgb >= 0).all() and (out.rgb <= 1).all()
         (out.density.sum() + out.rgb.sum()).backward()
-        grouped = [p for g in field.param_groups() for p in g["params"]]
+        grouped = [p for g in field.param_groups() for p in g.params]
         assert {id(p) for p in grouped} == {id(p) for p in field.parameters()}, "param_groups must cover all"
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in grouped)
 

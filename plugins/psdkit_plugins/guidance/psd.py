@@ -63,6 +63,10 @@ class PSDConfig:
     """How e_n learns: reward back-propagation (Variant A) or pairwise implicit rewards (Variant B)."""
     neg_lr: Schedule = knob(Schedule(1e-3), ge=0.0)
     """Learning rate of e_n (Adam)."""
+    neg_betas: tuple[float, float] = (0.9, 0.99)
+    """Adam betas of e_n (the values the quickstart was tuned with)."""
+    neg_eps: float = knob(1e-15, gt=0.0)
+    """Adam epsilon of e_n (the quickstart's tuned value)."""
     neg_every: int = knob(1, ge=1)
     """Update e_n every this many steps."""
     update_start: float = knob(0.0, ge=0.0, le=1.0)
@@ -173,7 +177,9 @@ class PSD(GuidanceStrategy):
                                            enabled=c.neg_loss_scaling == "dynamic")
 
     def param_groups(self) -> list[ParamGroup]:
-        return [ParamGroup("negative_embedding", [self.neg_emb], self.config.neg_lr)]
+        """e_n, with its own Adam settings and learning-rate schedule."""
+        c = self.config
+        return [ParamGroup("negative_embedding", [self.neg_emb], c.neg_lr, c.neg_betas, c.neg_eps, weight_decay=0.0)]
 
     def updating(self, step: int, max_steps: int) -> bool:
         """Whether e_n is trained at ``step``."""

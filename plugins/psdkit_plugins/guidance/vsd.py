@@ -4,8 +4,9 @@
 renders, trained alongside with the diffusion loss on detached renders:
 ``|eps_phi(alpha' sg(z) + sigma' eps', t', c) - eps'|^2``. Two score models (``score_model``):
 
-- ``lora`` (ProlificDreamer's): a peft LoRA of the prior's own UNet, enabled only while computing
-  eps_phi, camera-conditioned through one extra text token. Needs a diffusers prior.
+- ``lora`` (ProlificDreamer's): a LoRA of the prior's own denoiser, enabled only while computing
+  eps_phi, camera-conditioned through one extra text token. Needs a prior that declares
+  ``TrainableAdapter`` (Stable Diffusion).
 - ``adapter`` (any prior, the analytic one included): ``eps_prior(x_t; e_y) + delta_phi(x_t, t, c)``
   with a small camera-conditioned conv net whose last layer starts at zero.
 """
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import Cameras, GuidanceContext, GuidanceInput, GuidanceOutput, GuidanceStrategy, ParamGroup
+from psdkit.contracts.capabilities import TrainableAdapter
 from psdkit.errors import PluginError
 from psdkit.ops.distill import (
     broadcast,
@@ -48,6 +50,10 @@ class VSDConfig(CFGConfig):
     """Hidden channels of the adapter delta_phi."""
     adapter_lr: Schedule = knob(Schedule(1e-3), ge=0.0)
     """Learning rate of the score model (ProlificDreamer: 1e-4 for the LoRA)."""
+    adapter_betas: tuple[float, float] = (0.9, 0.99)
+    """Adam betas of the score model (the values docs/benchmarks.md measured with)."""
+    adapter_eps: float = knob(1e-15, gt=0.0)
+    """Adam epsilon of the score model (the measured value; ProlificDreamer's LoRA uses 1e-8)."""
     camera_condition: bool = True
     """Condition the score model on the camera pose."""
     adapter_weight: float = knob(1.0, gt=0.0)
@@ -85,39 +91,22 @@ class Adapter(nn.Module):
         return self.net(torch.cat([x_t, cond.to(x_t)[:, :, None, None].expand(-1, -1, h, w)], 1))
 
 
-def set_lora(module: nn.Module, on: bool) -> None:
-    """Switch peft LoRA layers on or off without touching ``requires_grad`` (peft's enable/disable_adapters
-    also freeze the adapter, which would drop its gradients and confuse optimizers and DDP)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for m in module.modules():
-        if isinstance(m, BaseTunerLayer):
-            m._disable_adapters = not on
-
-
 class LoraScore(nn.Module):
-    """eps_phi from a peft LoRA of the prior's UNet; the LoRA is enabled only inside :meth:`forward`.
+    """eps_phi from a LoRA of the prior's denoiser, enabled only inside :meth:`forward`.
 
-    The LoRA parameters are registered here, so they belong to the strategy: checkpointed, optimized
-    and synchronized under DDP, while the prior's own weights stay frozen and unsaved.
+    The prior must declare :class:`~psdkit.contracts.capabilities.TrainableAdapter` (Stable Diffusion does).
+    The LoRA parameters are registered here, so they belong to the strategy: checkpointed, optimized and
+    synchronized under DDP, while the prior's own weights stay frozen and unsaved.
     """
 
     ADAPTER = "psdkit_vsd"
 
     def __init__(self, prior: nn.Module, text_dim: int, rank: int, targets: tuple[str, ...], camera: bool) -> None:
         super().__init__()
-        unet = getattr(prior, "unet", None)
-        if unet is None or not hasattr(unet, "add_adapter"):
-            raise PluginError(f"guidance.config.score_model: lora needs a diffusers prior with a UNet, not "
-                              f"{type(prior).__name__}; use score_model: adapter")
-        from peft import LoraConfig
-
-        config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets))
-        unet.add_adapter(config, adapter_name=self.ADAPTER)
-        set_lora(unet, False)
-        self.lora = nn.ParameterList([p for n, p in unet.named_parameters() if "lora_" in n])
-        for p in self.lora:
-            p.requires_grad_(True)
+        if not isinstance(prior, TrainableAdapter):
+            raise PluginError(f"guidance.config.score_model: lora needs a prior that can carry a trainable adapter "
+                              f"(TrainableAdapter), not {type(prior).__name__}; use score_model: adapter")
+        self.lora = nn.ParameterList(prior.add_adapter(self.ADAPTER, rank, targets))
         self._prior = [prior]  # a list, so the frozen prior does not become a submodule
         self.camera = nn.Linear(12, text_dim) if camera else None
         if self.camera is not None:
@@ -125,16 +114,14 @@ class LoraScore(nn.Module):
             nn.init.zeros_(self.camera.bias)
 
     def forward(self, x_t: Tensor, t: Tensor, e_y: Tensor, cameras: Cameras) -> Tensor:
+        """eps_phi [B, C, h, w] with the LoRA on (and the camera as one extra text token)."""
         prior = self._prior[0]
         emb = e_y
         if self.camera is not None:
             pose = cameras.c2w[:, :3, :].reshape(len(cameras), 12).to(e_y)
             emb = torch.cat([e_y, self.camera(pose)[:, None]], 1)
-        set_lora(prior.unet, True)
-        try:
+        with prior.adapter_enabled(self.ADAPTER):
             return prior.predict_noise(x_t, t, emb, cameras)
-        finally:
-            set_lora(prior.unet, False)
 
 
 class AdapterScore(nn.Module):
@@ -164,7 +151,10 @@ class VSD(GuidanceStrategy):
             self.score = AdapterScore(channels, c.adapter_channels, c.camera_condition)
 
     def param_groups(self) -> list[ParamGroup]:
-        return [ParamGroup("score_model", list(self.score.parameters()), self.config.adapter_lr)]
+        """The score model (LoRA or adapter), with its own Adam settings and learning-rate schedule."""
+        c = self.config
+        return [ParamGroup("score_model", list(self.score.parameters()), c.adapter_lr, c.adapter_betas, c.adapter_eps,
+                           weight_decay=0.0)]
 
     def eps_phi(
         self, x_t: Tensor, t: Tensor, e_y: Tensor, cameras: Cameras, eps_prior: Tensor | None = None

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
+from psdkit.contracts.capabilities import KnownObjects
 from psdkit.contracts.prior import CumprodSchedule
 from psdkit.world.objects import DEFAULT_OBJECTS, answering, render_objects
 from psdkit.world.text import TinyTextEncoder
@@ -60,7 +61,7 @@ class AnalyticPriorConfig:
             raise ValueError(f"objects: unknown {bad}; known: {sorted(known)}")
 
 
-class AnalyticPrior(CumprodSchedule, DiffusionPrior):
+class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
     """Closed-form Gaussian-mixture prior over the analytic world's renders."""
 
     Config = AnalyticPriorConfig
@@ -130,8 +131,10 @@ class AnalyticPrior(CumprodSchedule, DiffusionPrior):
         return (sigma[0] / var[0]) * (x_t - alpha[0] * mean_mu)
 
     def references(self, cameras: Cameras) -> dict[str, Tensor]:
+        """Exact renders [B, 3, H, W] of every world object in the mixture, by name."""
         imgs = render_objects(self.objects, cameras, self.config.supersample)
         return {o.name: img for o, img in zip(self.objects, imgs)}
 
     def answers(self, prompt: str) -> list[str]:
+        """The mixture's objects that ``prompt`` names (docs/analytic_world.md)."""
         return [self.objects[i].name for i in answering(self.objects, prompt)]

@@ -7,6 +7,7 @@ folder with the same layout. The UNet predicts eps and a learned variance; eps i
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -17,9 +18,10 @@ from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
 from psdkit.contracts.prior import CumprodSchedule
+from psdkit.contracts.weights import WeightSize
 from psdkit.ops.distill import from_native
 from psdkit.text_cache import TextCache
-from psdkit_plugins.priors._diffusers import OffloadedTextEncoder, pick_dtype, pick_prediction_type
+from psdkit_plugins.backbones.diffusers import OffloadedTextEncoder, pick_dtype, pick_prediction_type
 
 GATED = "DeepFloyd IF is released under a licence you must accept once"
 
@@ -55,6 +57,16 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
     def required_weights(cls, config: DeepFloydIFConfig) -> list[tuple[str, bool]]:
         """(model, present locally)."""
         return [(config.model, hub.status(config.model, "model_index.json"))]
+
+    @classmethod
+    def random_weights(cls, config: DeepFloydIFConfig, folder: Path, size: WeightSize) -> list[str]:
+        """A tiny IF-layout checkpoint (``full``, 4.3B parameters, is not offered)."""
+        if size != "tiny":
+            raise NotImplementedError("deepfloyd-if offers tiny random weights only")
+        from psdkit_plugins.priors.checkpoints import save_deepfloyd_if
+
+        save_deepfloyd_if(folder)
+        return [f"model={folder}", "text_cache=null", "resolution=16"]
 
     def __init__(self, config: DeepFloydIFConfig) -> None:
         super().__init__(config)
@@ -108,6 +120,3 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
         if self.prediction_type == "epsilon":
             return out
         return from_native(out, x_t, *self.alpha_sigma(t), self.prediction_type)
-
-    def weights(self) -> list[str]:
-        return [self.config.model]

@@ -9,6 +9,7 @@ are converted to eps. ``latents: vae`` encodes renders (resized to ``resolution`
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -18,11 +19,13 @@ from torch import Tensor
 from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
+from psdkit.contracts.capabilities import TrainableAdapter
 from psdkit.contracts.prior import CumprodSchedule
+from psdkit.contracts.weights import WeightSize
 from psdkit.ops.distill import from_native
 from psdkit.ops.speed import CompileConfig, compile_modules, to_channels_last
 from psdkit.text_cache import TextCache
-from psdkit_plugins.priors._diffusers import OffloadedTextEncoder, pick_dtype, pick_prediction_type
+from psdkit_plugins.backbones.diffusers import OffloadedTextEncoder, UNetAdapters, pick_dtype, pick_prediction_type
 
 # Linear latent -> RGB approximation of SD's VAE (rows: latent channels), used by ``latents: direct``.
 LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
@@ -58,7 +61,9 @@ class StableDiffusionConfig(CompileConfig):
     """What the UNet predicts; auto: the checkpoint's scheduler config says (v_prediction for SD 2.x 768)."""
 
 
-class StableDiffusionPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
+class StableDiffusionPrior(
+    UNetAdapters, TrainableAdapter, OffloadedTextEncoder, CumprodSchedule, DiffusionPrior
+):
     """Stable Diffusion's UNet as an eps-predicting prior over VAE latents."""
 
     Config = StableDiffusionConfig
@@ -67,6 +72,14 @@ class StableDiffusionPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior
     def required_weights(cls, config: StableDiffusionConfig) -> list[tuple[str, bool]]:
         """(model, present locally) for ``psdkit doctor`` and the pre-flight check."""
         return [(config.model, hub.status(config.model, "model_index.json"))]
+
+    @classmethod
+    def random_weights(cls, config: StableDiffusionConfig, folder: Path, size: WeightSize) -> list[str]:
+        """SD 2.1-base's architecture (``full``, saved in fp16) or a tiny one, with random weights."""
+        from psdkit_plugins.priors.checkpoints import save_stable_diffusion
+
+        save_stable_diffusion(folder, size, dtype=torch.float16 if size == "full" else torch.float32)
+        return [f"model={folder}", "text_cache=null", *(["resolution=64"] if size == "tiny" else [])]
 
     def __init__(self, config: StableDiffusionConfig) -> None:
         super().__init__(config)
@@ -148,6 +161,3 @@ class StableDiffusionPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior
         if self.prediction_type == "epsilon":
             return out
         return from_native(out, x_t, *self.alpha_sigma(t), self.prediction_type)
-
-    def weights(self) -> list[str]:
-        return [self.config.model]

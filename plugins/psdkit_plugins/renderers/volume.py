@@ -39,6 +39,10 @@ class VolumeRendererConfig:
     """EMA decay of the grid's density (each refresh: max(decay * old, new))."""
     chunk: int = knob(1 << 18, ge=1024)
     """Most points sent to the field at once (bounds memory at evaluation)."""
+    opacity_sparsity: float = knob(0.0, ge=0.0)
+    """Weight of the mean opacity of training renders (discourages floaters)."""
+    opacity_entropy: float = knob(0.0, ge=0.0)
+    """Weight of the binary entropy of training renders' opacity (pushes alpha to 0 or 1)."""
 
 
 class VolumeRenderer(Renderer):
@@ -55,8 +59,18 @@ class VolumeRenderer(Renderer):
         """Host mirror of ``grid_step >= 0``, so rendering reads nothing back from the device."""
         self.register_load_state_dict_post_hook(_sync_grid_built)
 
+    def regularizers(self, out: RenderOutput) -> dict[str, Tensor]:
+        """``sparsity`` and ``entropy`` of the render's opacity, where their weights are positive."""
+        c, terms = self.config, {}
+        if c.opacity_sparsity > 0:
+            terms["sparsity"] = c.opacity_sparsity * out.opacity.mean()
+        if c.opacity_entropy > 0:
+            a = out.opacity.clamp(1e-5, 1 - 1e-5)
+            terms["entropy"] = c.opacity_entropy * (-(a * a.log() + (1 - a) * (1 - a).log())).mean()
+        return terms
+
     @torch.no_grad()
-    def update_step(self, field: Representation, step: int) -> None:
+    def refresh(self, field: Representation, step: int) -> None:
         c = self.config
         if not c.occupancy or step % c.occupancy_every != 0 or step < c.occupancy_warmup:
             return

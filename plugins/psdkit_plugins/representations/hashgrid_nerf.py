@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from psdkit.config.schema import knob
-from psdkit.contracts import FieldOutput, Representation
+from psdkit.config.schema import Schedule, knob
+from psdkit.contracts import FieldOutput, ParamGroup, Representation
 from psdkit.errors import PluginError
 from psdkit.ops.hashgrid import hash_encode, level_resolutions
 from psdkit.ops.hashgrid_triton import hash_encode_triton, triton_status
@@ -151,9 +151,8 @@ class HashGridNeRF(Representation):
         density = torch.exp(pre.clamp(max=15)) if c.density_activation == "exp" else F.softplus(pre)
         return FieldOutput(density=density, rgb=torch.sigmoid(raw[:, 1:]))
 
-    def param_groups(self) -> list[dict[str, Any]]:
+    def param_groups(self) -> list[ParamGroup]:
+        """The hash table and the MLP, each at its own constant learning rate (the recipe's Adam settings)."""
         enc = list(self.encoding.parameters()) if self.backend == "tcnn" else [self.table]
-        return [
-            {"name": "encoding", "params": enc, "lr": self.config.lr_encoding},
-            {"name": "network", "params": list(self.mlp.parameters()), "lr": self.config.lr_network},
-        ]
+        return [ParamGroup("encoding", enc, Schedule(self.config.lr_encoding)),
+                ParamGroup("network", list(self.mlp.parameters()), Schedule(self.config.lr_network))]

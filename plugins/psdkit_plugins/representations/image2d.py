@@ -8,14 +8,13 @@ nothing.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from psdkit.config.schema import knob
-from psdkit.contracts import FieldOutput, Representation
+from psdkit.config.schema import Schedule, knob
+from psdkit.contracts import FieldOutput, ParamGroup, Representation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,5 +54,6 @@ class Image2D(Representation):
         rgb = F.grid_sample(self.image()[None], grid, align_corners=False)[0, :, 0].T
         return FieldOutput(density=torch.zeros(points.shape[0], device=points.device), rgb=rgb)
 
-    def param_groups(self) -> list[dict[str, Any]]:
-        return [{"name": "pixels", "params": [self.logits], "lr": self.config.lr}]
+    def param_groups(self) -> list[ParamGroup]:
+        """The pixel logits at a constant learning rate."""
+        return [ParamGroup("pixels", [self.logits], Schedule(self.config.lr))]

@@ -7,14 +7,16 @@ no activations); its layer sizes are read from the file.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from psdkit import hub
 from psdkit.contracts import RewardModel
-from psdkit_plugins.rewards._clip import ClipScorer, load_clip, load_tokenizer
-from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
+from psdkit.contracts.weights import WeightSize
+from psdkit_plugins.backbones.clip import ClipScorer, load_clip, load_tokenizer
+from psdkit_plugins.backbones.tower_speed import TowerSpeedConfig, speed_up_towers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,17 @@ class AestheticReward(RewardModel):
         return [(config.clip, hub.status(config.clip, "config.json")),
                 (f"{config.head}/{config.head_file}", hub.file_status(config.head, config.head_file))]
 
+    @classmethod
+    def random_weights(cls, config: AestheticConfig, folder: Path, size: WeightSize) -> list[str]:
+        """A tiny CLIP folder and a LAION-layout head on its 32-wide embedding."""
+        if size != "tiny":
+            raise NotImplementedError("aesthetic offers tiny random weights only")
+        from psdkit_plugins.rewards.checkpoints import save_aesthetic_head, save_clip
+
+        save_clip(folder / "clip")
+        save_aesthetic_head(folder / "head" / config.head_file, in_dim=32)
+        return [f"clip={folder / 'clip'}", f"head={folder / 'head'}"]
+
     def __init__(self, config: AestheticConfig) -> None:
         super().__init__(config)
         what = "reward aesthetic"
@@ -59,6 +72,3 @@ class AestheticReward(RewardModel):
 
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
         return self.head(self.scorer.image_embeds(images)).squeeze(-1)
-
-    def weights(self) -> list[str]:
-        return [self.config.clip, f"{self.config.head}/{self.config.head_file}"]

@@ -9,14 +9,16 @@ set ``floor: null`` to train on it.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from torch import Tensor
 
 from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import RewardModel
-from psdkit_plugins.rewards._clip import ClipScorer, load_clip, load_tokenizer
-from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
+from psdkit.contracts.weights import WeightSize
+from psdkit_plugins.backbones.clip import ClipScorer, load_clip, load_tokenizer
+from psdkit_plugins.backbones.tower_speed import TowerSpeedConfig, speed_up_towers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,16 @@ class ClipScore(RewardModel):
         """(model, present locally)."""
         return [(config.model, hub.status(config.model, "config.json"))]
 
+    @classmethod
+    def random_weights(cls, config: ClipScoreConfig, folder: Path, size: WeightSize) -> list[str]:
+        """A tiny transformers CLIPModel folder, tokenizer included."""
+        if size != "tiny":
+            raise NotImplementedError("clip-score offers tiny random weights only")
+        from psdkit_plugins.rewards.checkpoints import save_clip
+
+        save_clip(folder)
+        return [f"model={folder}", "tokenizer=null"]
+
     def __init__(self, config: ClipScoreConfig) -> None:
         super().__init__(config)
         what = "reward clip-score"
@@ -52,6 +64,3 @@ class ClipScore(RewardModel):
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
         score = self.config.scale * self.scorer.cosine(images, prompts)
         return score if self.config.floor is None else score.clamp_min(self.config.floor)
-
-    def weights(self) -> list[str]:
-        return [self.config.model]

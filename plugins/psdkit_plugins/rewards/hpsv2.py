@@ -9,6 +9,7 @@ fitted like the reference's ``light_augmentation`` (longest side to 224, zero pa
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -17,10 +18,11 @@ from torch import Tensor
 from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import RewardModel
+from psdkit.contracts.weights import WeightSize
 from psdkit.errors import PluginError
-from psdkit_plugins.rewards._clip import ClipScorer, load_tokenizer
-from psdkit_plugins.rewards._open_clip import clip_config_from_open_clip, open_clip_to_hf
-from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
+from psdkit_plugins.backbones.clip import ClipScorer, load_tokenizer
+from psdkit_plugins.backbones.open_clip import clip_config_from_open_clip, open_clip_to_hf
+from psdkit_plugins.backbones.tower_speed import TowerSpeedConfig, speed_up_towers
 
 FILES = {"v2": "HPS_v2_compressed.pt", "v2.1": "HPS_v2.1_compressed.pt"}
 
@@ -53,6 +55,17 @@ class HPSv2(RewardModel):
         return [(f"{config.checkpoint}/{ckpt}", hub.file_status(config.checkpoint, ckpt)),
                 (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json"))]
 
+    @classmethod
+    def random_weights(cls, config: HPSv2Config, folder: Path, size: WeightSize) -> list[str]:
+        """A tiny CLIP in HPSv2's open_clip checkpoint layout."""
+        if size != "tiny":
+            raise NotImplementedError("hpsv2 offers tiny random weights only")
+        from psdkit_plugins.rewards.checkpoints import save_hpsv2
+
+        save_hpsv2(folder)
+        return [f"checkpoint={folder}", "version=v2.1", f"tokenizer={folder / 'clip'}", "vision_heads=4",
+                "text_heads=4"]
+
     def __init__(self, config: HPSv2Config) -> None:
         super().__init__(config)
         from transformers import CLIPModel
@@ -75,6 +88,3 @@ class HPSv2(RewardModel):
 
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
         return self.scorer.cosine(images, prompts)
-
-    def weights(self) -> list[str]:
-        return [f"{self.config.checkpoint}/{FILES[self.config.version]}", self.config.tokenizer]

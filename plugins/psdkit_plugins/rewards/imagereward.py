@@ -8,6 +8,7 @@ MLP maps to a reward, normalized by the training mean and std (as the released `
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -15,10 +16,11 @@ from torch import Tensor, nn
 from psdkit import hub
 from psdkit.config.schema import knob
 from psdkit.contracts import RewardModel
+from psdkit.contracts.weights import WeightSize
 from psdkit.errors import PluginError
-from psdkit_plugins.rewards._blip import blip_configs, split, vit_to_hf
-from psdkit_plugins.rewards._clip import preprocess
-from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
+from psdkit_plugins.backbones.blip import blip_configs, split, vit_to_hf
+from psdkit_plugins.backbones.clip import preprocess
+from psdkit_plugins.backbones.tower_speed import TowerSpeedConfig, speed_up_towers
 from psdkit_plugins.rewards.aesthetic import head_from_state_dict
 
 MEAN, STD = 0.16717362830052426, 1.0333394966054072  # ImageReward's reward normalization
@@ -56,6 +58,15 @@ class ImageReward(RewardModel):
         return [(f"{config.checkpoint}/{config.checkpoint_file}",
                  hub.file_status(config.checkpoint, config.checkpoint_file)),
                 (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json"))]
+
+    @classmethod
+    def random_weights(cls, config: ImageRewardConfig, folder: Path, size: WeightSize) -> list[str]:
+        """BLIP ViT-L/16 + BERT-base (``full``, saved in fp16) or a tiny BLIP, in ImageReward.pt's layout."""
+        from psdkit_plugins.rewards.checkpoints import save_imagereward
+
+        save_imagereward(folder, size, dtype=torch.float16 if size == "full" else torch.float32)
+        heads = ["vision_heads=4", "text_heads=4"] if size == "tiny" else ["vision_heads=16", "text_heads=12"]
+        return [f"checkpoint={folder}", "checkpoint_file=ImageReward.pt", f"tokenizer={folder / 'tokenizer'}", *heads]
 
     def __init__(self, config: ImageRewardConfig) -> None:
         super().__init__(config)
@@ -102,6 +113,3 @@ class ImageReward(RewardModel):
         blocked = (1 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
         length = attention_mask.shape[-1]
         return blocked.expand(-1, 1, length, length).to(device, non_blocking=True)
-
-    def weights(self) -> list[str]:
-        return [f"{self.config.checkpoint}/{self.config.checkpoint_file}", self.config.tokenizer]

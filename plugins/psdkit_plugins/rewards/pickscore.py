@@ -7,13 +7,15 @@ PSD paper: prefer not to train on it when you also report it.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from torch import Tensor
 
 from psdkit import hub
 from psdkit.contracts import RewardModel
-from psdkit_plugins.rewards._clip import ClipScorer, load_clip, load_tokenizer
-from psdkit_plugins.rewards._speed import TowerSpeedConfig, speed_up_towers
+from psdkit.contracts.weights import WeightSize
+from psdkit_plugins.backbones.clip import ClipScorer, load_clip, load_tokenizer
+from psdkit_plugins.backbones.tower_speed import TowerSpeedConfig, speed_up_towers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,16 @@ class PickScore(RewardModel):
         return [(config.model, hub.status(config.model, "config.json")),
                 (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json"))]
 
+    @classmethod
+    def random_weights(cls, config: PickScoreConfig, folder: Path, size: WeightSize) -> list[str]:
+        """A tiny transformers CLIPModel folder (PickScore's layout), tokenizer included."""
+        if size != "tiny":
+            raise NotImplementedError("pickscore offers tiny random weights only")
+        from psdkit_plugins.rewards.checkpoints import save_clip
+
+        save_clip(folder)
+        return [f"model={folder}", f"tokenizer={folder}"]
+
     def __init__(self, config: PickScoreConfig) -> None:
         super().__init__(config)
         what = "reward pickscore"
@@ -45,6 +57,3 @@ class PickScore(RewardModel):
 
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
         return self.scorer.model.logit_scale.exp() * self.scorer.cosine(images, prompts)
-
-    def weights(self) -> list[str]:
-        return [self.config.model, self.config.tokenizer]

@@ -8,7 +8,7 @@ from typing import Literal
 from torch import nn
 
 from psdkit.ops.speed import CompileConfig, compile_modules, patch_convs_as_matmul
-from psdkit_plugins.priors._diffusers import DTYPES
+from psdkit_plugins.backbones.diffusers import DTYPES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""Helpers shared by the diffusers-based priors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from psdkit.contracts.prior import PREDICTION_TYPES
+from psdkit.errors import PluginError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_dtype(name: str) -> torch.dtype:
+    """The weights dtype for a config value; ``auto`` is fp16 on CUDA and fp32 on the CPU."""
+    return DTYPES.get(name, torch.float16 if torch.cuda.is_available() else torch.float32)
+
+
+class OffloadedTextEncoder:
+    """Mixin: keeps ``self.text_encoder`` on the CPU when ``config.offload_text_encoder`` is set, even when
+    the prior is moved to a device (prompts are encoded once, before training)."""
+
+    def _apply(self, fn, recurse: bool = True):
+        result = super()._apply(fn, recurse)
+        if self.config.offload_text_encoder:
+            self.text_encoder.to("cpu")
+        return result
+
+
+def pick_prediction_type(configured: str, scheduler: str, where: str) -> str:
+    """The network's prediction type: ``configured`` unless ``auto``, else the scheduler's; refuses what psdkit
+    cannot convert to eps, naming ``where`` (the dotted path of the config key)."""
+    kind = scheduler if configured == "auto" else configured
+    if kind not in PREDICTION_TYPES:
+        raise PluginError(f"{where}: the model predicts {kind!r}, which psdkit cannot convert to eps; "
+                          f"set {where} to one of {', '.join(PREDICTION_TYPES)} if its scheduler config is wrong")
+    return kind
+
+
+def set_lora(module: nn.Module, on: bool) -> None:
+    """Switch peft LoRA layers on or off without touching ``requires_grad`` (peft's enable/disable_adapters
+    also freeze the adapter, which would drop its gradients and confuse optimizers and DDP)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for m in module.modules():
+        if isinstance(m, BaseTunerLayer):
+            m._disable_adapters = not on
+
+
+class UNetAdapters:
+    """Mixin implementing :class:`psdkit.contracts.capabilities.TrainableAdapter` on ``self.unet`` (peft)."""
+
+    unet: nn.Module
+
+    def add_adapter(self, name: str, rank: int, targets: Sequence[str]) -> list[nn.Parameter]:
+        """A peft LoRA of ``rank`` on ``targets``, disabled; its parameters with ``requires_grad`` set."""
+        from peft import LoraConfig
+
+        self.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets)), adapter_name=name)
+        set_lora(self.unet, False)
+        params = [p for n, p in self.unet.named_parameters() if "lora_" in n and f".{name}." in n]
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+    @contextlib.contextmanager
+    def adapter_enabled(self, name: str) -> Iterator[None]:
+        """LoRA layers on inside the context (psdkit adds one adapter per prior)."""
+        set_lora(self.unet, True)
+        try:
+            yield
+        finally:
+            set_lora(self.unet, False)
