@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,6 +33,6 @@ def build_optimizer(owned: dict[str, list[ParamGroup]], optim: OptimConfig) -> d
     groups = torch_groups(owned, optim)
     fused = optim.fused and all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
     opt = torch.optim.AdamW(groups, betas=optim.betas, eps=optim.eps, fused=fused or None)
-    schedules = [g.lr for gs in owned.values() for g in gs]
+    schedules: list[Callable[[int], float]] = [g.lr for gs in owned.values() for g in gs]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedules)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

@@ -52,7 +52,7 @@ def _import(target: str) -> Any:
     return obj
 
 
-def base_class(kind: str) -> type:
+def base_class(kind: str) -> type[Any]:
     """The contract class plugins of ``kind`` must subclass."""
     return _import(KINDS[kind][1])
 
@@ -109,7 +109,7 @@ class Registry:
             )
         return scanned[name][0]
 
-    def load(self, kind: str, name: str) -> type:
+    def load(self, kind: str, name: str) -> type[Any]:
         """Import and validate the class of plugin ``name``.
 
         Raises:
@@ -128,7 +128,8 @@ class Registry:
         base = base_class(kind)
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise PluginError(f"{where} is {cls!r}, not a subclass of {base.__module__}.{base.__name__}")
-        config = getattr(cls, "Config", None)
+        plugin: type[Any] = cls
+        config = plugin.Config
         if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
             raise PluginError(f"{where} has no dataclass `Config` attribute")
         self._loaded[key] = cls

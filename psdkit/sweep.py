@@ -51,7 +51,7 @@ class ParamSpec:
             raise ValueError("give exactly one of: values, value, or min and max")
         if (self.min is None) != (self.max is None):
             raise ValueError("a range needs both min and max")
-        if self.min is not None and self.min > self.max:
+        if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         if self.distribution == "log_uniform_values" and self.min is not None and self.min <= 0:
             raise ValueError("log_uniform_values needs min > 0")
@@ -70,11 +70,18 @@ class ParamSpec:
             return rng.choice(self.values)
         if self.value is not None:
             return self.value
+        lo, hi = self.bounds()
         if self.distribution == "int_uniform":
-            return rng.randint(int(self.min), int(self.max))
+            return rng.randint(int(lo), int(hi))
         if self.distribution == "log_uniform_values":
-            return math.exp(rng.uniform(math.log(self.min), math.log(self.max)))
-        return rng.uniform(self.min, self.max)
+            return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        return rng.uniform(lo, hi)
+
+    def bounds(self) -> tuple[float, float]:
+        """(min, max) of a range."""
+        if self.min is None or self.max is None:
+            raise ValueError("not a range")
+        return self.min, self.max
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,12 +178,13 @@ def run_local(spec: SweepSpec, recipe: Path, method: str, count: int | None, out
     trials = expand(spec, method, count)
     base = load_recipe(recipe, extra)
     root = (out_root or Path(base.schema.output.root)) / spec.name
-    results = []
+    results: list[dict[str, Any]] = []
     for i, params in enumerate(trials):
         overrides = [*(extra or []), *to_overrides(params), f"name={spec.name}-{i:03d}"]
         entry: dict[str, Any] = {"trial": i, "params": params}
         try:
             res = fit(load_recipe(recipe, overrides), FitOptions(run_dir=root / f"trial-{i:03d}", overwrite=True))
+            assert res is not None, "a local sweep runs on one process"
             entry.update(run_dir=str(res.run_dir), metric=metric_value(res.metrics, spec.metric.name))
         except TrainingInterrupted as err:  # Ctrl+C / SIGTERM stops the sweep, not just this trial
             entry.update(error=str(err), metric=None)

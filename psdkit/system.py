@@ -73,7 +73,7 @@ class PSDSystem(L.LightningModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(StepDataset(self.schema.trainer.max_steps), batch_size=None, shuffle=False)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> Any:  # Lightning's dict form: optimizer + step-wise scheduler
         owned = {"representation": self.representation.param_groups(), "guidance": self.guidance.param_groups()}
         return build_optimizer(owned, self.schema.optim)
 
@@ -139,7 +139,7 @@ class PSDSystem(L.LightningModule):
         DDP, so every rank reaches the same answer."""
         if not params:
             return True
-        norms = torch._foreach_norm([p.grad for p in params])
+        norms = torch._foreach_norm([p.grad for p in params if p.grad is not None])
         return bool(torch.isfinite(torch.stack(norms)).all())
 
     def skip_step(self, params: list[torch.nn.Parameter]) -> None:

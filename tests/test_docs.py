@@ -24,3 +24,12 @@ def test_readme_starts_with_the_two_setup_commands():
     assert "pytest" in commands[1]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install -q torch==2.13.0" in ci and "python -m pytest -q" in ci
+
+
+def test_plugin_hooks_list_is_up_to_date():
+    from psdkit.cli.hookdoc import BEGIN, END, render
+
+    text = (ROOT / "docs" / "plugins.md").read_text()
+    assert text[text.index(BEGIN) : text.index(END) + len(END)] == render(), (
+        "docs/plugins.md's hook list is stale: paste the output of `python -m psdkit.cli.hookdoc`"
+    )

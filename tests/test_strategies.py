@@ -181,14 +181,14 @@ def test_reward_sds_none_is_mean_of_sds_over_noises():
 def test_reward_sds_weights(combine):
     s = setup(RewardSDS, num_noises=4, combine=combine, top_k=1)
     scores = torch.tensor([[0.1], [0.4], [0.2], [0.3]])
-    w = s.weights(scores, active=True)[:, 0]
+    w = s.noise_weights(scores, active=True)[:, 0]
     if combine == "best":
         assert w.tolist() == [0.0, 1.0, 0.0, 0.0]
     elif combine == "min_max":
         assert torch.allclose(w, torch.tensor([-0.1, 0.9, 0.0, 0.0]))
     else:
         assert torch.allclose(w, scores[:, 0].softmax(0)) and w.argmax() == 1
-    assert torch.allclose(s.weights(scores, active=False)[:, 0], torch.full((4,), 0.25))
+    assert torch.allclose(s.noise_weights(scores, active=False)[:, 0], torch.full((4,), 0.25))
 
 
 def test_reward_terms_off_equal_sds():

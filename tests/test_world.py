@@ -21,7 +21,7 @@ def test_prior_eps_is_the_exact_posterior_mean():
 def test_text_selects_objects():
     prior = tiny.tiny_prior()
     names = [o.name for o in prior.objects]
-    w = prior.weights_of(prior.encode_text(["", "a red sphere", "a sphere", "a sphere, front view"]))
+    w = prior.mixture_weights(prior.encode_text(["", "a red sphere", "a sphere", "a sphere, front view"]))
     assert torch.allclose(w[0], torch.full((len(names),), 1 / len(names)))
     assert names[int(w[1].argmax())] == "red-sphere" and w[1].max() > 0.9
     red, blue = names.index("red-sphere"), names.index("blue-sphere")

@@ -24,6 +24,7 @@ def run_one(recipe: Path, seed: int, overrides: list[str], root: Path) -> dict[s
     """One fit; returns the row of the table."""
     r = load_recipe(recipe, [*QUIET, *overrides, f"seed={seed}"])
     res = fit(r, FitOptions(run_dir=root / f"{recipe.stem}-{seed}", overwrite=True))
+    assert res is not None, "a benchmark run is a single process"
     m = res.metrics
     fid = m.get("fidelity", {})
     return {

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from psdkit.contracts import RenderOutput
+
 
 def synchronize(device: torch.device) -> None:
     """Wait for ``device`` (a no-op on the CPU)."""
@@ -74,7 +76,7 @@ class ComponentTimer:
     def _mark(self, out: Any, label: str) -> Any:
         if isinstance(out, Tensor) and out.requires_grad:
             return _Arrival.apply(out, self, label)
-        if hasattr(out, "rgb") and isinstance(out.rgb, Tensor) and out.rgb.requires_grad:
+        if isinstance(out, RenderOutput) and out.rgb.requires_grad:
             out.rgb = _Arrival.apply(out.rgb, self, label)
         return out
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from psdkit.config.recipe import Recipe
-from psdkit.contracts.weights import WeightSize
+from psdkit.contracts.weights import WeightSize, offers_random_weights
 from psdkit.errors import RecipeError
 
 CACHE = Path("~/.cache/psdkit/random-weights").expanduser()
@@ -29,7 +29,7 @@ def random_weight_overrides(recipe: Recipe, size: WeightSize, cache: Path = CACH
         comp = recipe.components.get(key)
         if comp is None or not comp.cls.required_weights(comp.config):
             continue
-        if not comp.cls.has_random_weights():
+        if not offers_random_weights(comp.cls):
             raise RecipeError(f"{key}.name", "cannot build random weights for the speed bench (run without "
                               "--random-weights to use real weights, or implement random_weights on the plugin)",
                               comp.info.name)

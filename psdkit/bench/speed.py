@@ -21,6 +21,7 @@ import torch
 
 from psdkit.bench.instrument import ComponentTimer, synchronize
 from psdkit.config.recipe import Recipe
+from psdkit.contracts import GuidanceStrategy
 from psdkit.errors import RecipeError
 from psdkit.run.build import build_components
 from psdkit.run.fit import peak_memory_mb
@@ -87,7 +88,7 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
     if t.threads:
         torch.set_num_threads(t.threads)
     L.seed_everything(recipe.schema.seed, workers=False, verbose=False)
-    has_update = hasattr(recipe.components["guidance"].cls, "updating")
+    has_update = recipe.components["guidance"].cls.updating is not GuidanceStrategy.updating
     n_phases = 4 if has_update else 2
     total = warmup + steps * n_phases
     if total > t.max_steps:
@@ -106,13 +107,14 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
     timer = ComponentTimer(dev)
     _instrument(timer, system)
     phases = _Phases(timer, warmup, steps)
-    trainer.callbacks.append(phases)
+    trainer.callbacks.append(phases)  # type: ignore[attr-defined]  # Trainer.callbacks: a list property
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(system)
     synchronize(dev)
     timer.unwrap()
-    return _report(recipe, phases, timer, steps, build_s, dev)
+    cams = system.components.camera.sample(0, torch.Generator().manual_seed(0), 1)  # the views of one step
+    return _report(recipe, phases, timer, steps, build_s, dev) | {"views": len(cams), "render_size": cams.height}
 
 
 def _report(recipe: Recipe, phases: _Phases, timer: ComponentTimer, steps: int, build_s: float,
@@ -131,7 +133,6 @@ def _report(recipe: Recipe, phases: _Phases, timer: ComponentTimer, steps: int, 
         "prior": recipe.components["prior"].info.name,
         "reward": recipe.components["reward"].info.name if "reward" in recipe.components else None,
         "guidance": recipe.components["guidance"].info.name, "steps": steps,
-        "views": getattr(s.camera.config, "batch_size", None), "render_size": getattr(s.camera.config, "height", None),
         "ms_per_step": plain, "steps_per_s": 1000.0 / plain,
         "warmup_ms": ms["warmup"], "first_step_extra_s": (ms["warmup"][0] - plain) / 1000 if ms["warmup"] else None,
         "build_s": build_s, "peak_memory_mb": peak_memory_mb(),

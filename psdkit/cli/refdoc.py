@@ -48,7 +48,7 @@ def render() -> str:
     out.append("")
     for f in dataclasses.fields(RecipeSchema):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp) and tp.__name__ != "ComponentSpec":
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp.__name__ != "ComponentSpec":
             out += section(tp, f"`{f.name}`")
     reg = default_registry()
     out += ["# Built-in plugins", ""]

@@ -39,7 +39,7 @@ class ResolvedComponent:
     """Dotted recipe path (``guidance``, ``eval_rewards[0]``)."""
     kind: str
     info: PluginInfo
-    cls: type
+    cls: type[Any]
     config: Any
 
 

@@ -92,8 +92,8 @@ def field_docs(cls: type) -> dict[str, str]:
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
         for prev, node in zip(body, body[1:]):
-            is_str = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-            if isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name) and is_str:
+            if (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
+                    and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
                 docs[prev.target.id] = " ".join(str(node.value.value).split())
     return docs
 
@@ -153,7 +153,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         raise RecipeError(path, f"expected {type_name(tp)}", value)
     if tp is Schedule:
         return _schedule(value, path)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build_config(tp, value, path)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -38,7 +38,8 @@ class Component(nn.Module):
         config: an instance of the plugin's ``Config``.
     """
 
-    Config: ClassVar[type]
+    Config: ClassVar[type | None] = None
+    """The plugin's frozen dataclass of settings (every plugin must set it; the registry checks)."""
 
     def __init__(self, config: Any) -> None:
         super().__init__()

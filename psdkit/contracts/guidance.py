@@ -50,6 +50,13 @@ class GuidanceContext:
     reward: RewardModel | None
     cond: Conditioning
 
+    def require_reward(self) -> RewardModel:
+        """The training reward; a strategy that needs one calls this (recipes without one are refused at
+        validation for strategies with ``needs_reward``)."""
+        if self.reward is None:
+            raise RuntimeError("this strategy needs a reward model (recipe key: reward)")
+        return self.reward
+
 
 @dataclasses.dataclass
 class GuidanceInput:
@@ -122,5 +129,11 @@ class GuidanceStrategy(Component, abc.ABC):
         """Compute the step's loss."""
 
     def param_groups(self) -> list[ParamGroup]:
-        """Learnable parameter groups. Default: none."""
+        """Learnable parameter groups, each with its optimizer settings and learning-rate schedule. Default:
+        none."""
         return []
+
+    def updating(self, step: int, max_steps: int) -> bool:
+        """Whether ``step`` updates the strategy's own learnable state online (PSD's e_n): the speed bench times
+        steps with and without it. Default: never."""
+        return False

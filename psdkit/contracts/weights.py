@@ -28,7 +28,7 @@ class LoadsWeights:
         Used by ``psdkit bench speed --random-weights`` and by tests. Default: not supported."""
         raise NotImplementedError(f"{cls.__name__} cannot build random weights")
 
-    @classmethod
-    def has_random_weights(cls) -> bool:
-        """Whether :meth:`random_weights` is implemented (overridden)."""
-        return cls.random_weights.__func__ is not LoadsWeights.random_weights.__func__  # type: ignore[attr-defined]
+
+def offers_random_weights(cls: type[LoadsWeights]) -> bool:
+    """Whether ``cls`` implements (overrides) :meth:`LoadsWeights.random_weights`."""
+    return cls.random_weights.__func__ is not LoadsWeights.random_weights.__func__  # type: ignore[attr-defined]

@@ -180,7 +180,7 @@ class Noised:
         return NativeSpace(kind, self.x_t, self.alpha, self.sigma)
 
     @property
-    def zz(self) -> Tensor:
+    def z_copies(self) -> Tensor:
         """``z`` repeated once per noise copy: [copies * B, ...]."""
         return self.z.repeat(self.t.shape[0] // self.z.shape[0], *([1] * (self.z.dim() - 1)))
 
@@ -195,5 +195,5 @@ def forward_noise(prior: Any, inp: Any, t_lo: float, t_hi: float, copies: int = 
                         inp.batch_offset, inp.global_batch, copies)
     t, eps = t.to(z.device), eps.to(z)
     alpha, sigma = prior.alpha_sigma(t)
-    zz = z.detach().repeat(copies, *([1] * (z.dim() - 1)))
-    return Noised(z, t, eps, alpha, sigma, broadcast(alpha, zz) * zz + broadcast(sigma, zz) * eps)
+    z_rep = z.detach().repeat(copies, *([1] * (z.dim() - 1)))
+    return Noised(z, t, eps, alpha, sigma, broadcast(alpha, z_rep) * z_rep + broadcast(sigma, z_rep) * eps)

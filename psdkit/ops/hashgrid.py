@@ -30,7 +30,9 @@ def level_resolutions(levels: int, base: int, finest: int) -> list[int]:
     return [int(math.floor(base * growth**lvl)) for lvl in range(levels)]
 
 
-def _axis_terms(x: Tensor, resolutions: list[int], size: int) -> tuple[list[Tensor], list[Tensor], int]:
+def _axis_terms(
+    x: Tensor, resolutions: list[int], size: int
+) -> tuple[list[list[Tensor]], list[list[Tensor]], int]:
     """Per-axis index terms and weights of the two cell corners along each axis, and the dense-level count.
 
     Returns ``terms[axis][corner]`` [L, N] int32 (``p * multiplier``: dense strides or hash primes) and

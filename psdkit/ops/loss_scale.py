@@ -21,13 +21,13 @@ class _GradScale(torch.autograd.Function):
     (recording the overflow)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, scaler: DynamicLossScale, unscale: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, scaler: DynamicLossScale, unscale: bool) -> Tensor:
         """``x`` unchanged."""
         ctx.scaler, ctx.unscale = scaler, unscale
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         """The scaled or unscaled gradient (see the class)."""
         scaler: DynamicLossScale = ctx.scaler
         scale = scaler.scale.to(grad.dtype)
@@ -54,6 +54,11 @@ class DynamicLossScale(nn.Module):
         enabled: False makes every method an identity (scale 1).
     """
 
+    scale: Tensor
+    clean: Tensor
+    overflow: Tensor
+    seen: Tensor
+
     def __init__(self, init: float = 2.0**16, growth_interval: int = 100, max_scale: float = 2.0**24,
                  enabled: bool = True) -> None:
         super().__init__()
@@ -71,8 +76,9 @@ class DynamicLossScale(nn.Module):
         seen, overflow = self.seen, self.overflow
         clean = torch.where(seen, torch.where(overflow, torch.zeros_like(self.clean), self.clean + 1), self.clean)
         grow = seen & ~overflow & (clean >= self.growth_interval)
-        doubled = (self.scale * 2.0).clamp_max(self.max_scale)
-        scale = torch.where(seen & overflow, (self.scale * 0.5).clamp_min(1.0), torch.where(grow, doubled, self.scale))
+        doubled = (self.scale * 2).clamp_max(self.max_scale)
+        halved = (self.scale * 0.5).clamp_min(1.0)
+        scale = torch.where(seen & overflow, halved, torch.where(grow, doubled, self.scale))
         self.scale.copy_(scale)
         self.clean.copy_(torch.where(grow, torch.zeros_like(clean), clean))
         self.overflow.fill_(False)

@@ -21,6 +21,10 @@ class RunningMoments(nn.Module):
         momentum: EMA momentum once enough samples are seen.
     """
 
+    mean: Tensor
+    var: Tensor
+    count: Tensor
+
     def __init__(self, momentum: float = 0.99) -> None:
         super().__init__()
         self.momentum = momentum

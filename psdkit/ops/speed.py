@@ -79,4 +79,4 @@ def patch_convs_as_matmul(model: nn.Module) -> int:
 def to_channels_last(modules: list[nn.Module]) -> None:
     """Convert the 4D weights of each module to channels-last memory layout (convolution-heavy nets)."""
     for module in modules:
-        module.to(memory_format=torch.channels_last)
+        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # nn.Module.to accepts it

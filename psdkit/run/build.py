@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import torch
 
 from psdkit.config.recipe import Recipe
@@ -9,6 +11,7 @@ from psdkit.config.recipe_schema import PromptConfig
 from psdkit.contracts import Components, Conditioning, DiffusionPrior, GuidanceContext, RewardModel
 
 VIEW_LABELS = ("front", "side", "back")
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 def make_conditioning(prior: DiffusionPrior, prompt: PromptConfig) -> Conditioning:
@@ -25,7 +28,7 @@ def make_conditioning(prior: DiffusionPrior, prompt: PromptConfig) -> Conditioni
     return Conditioning(labels, texts, emb[:n], emb[n : n + 1], emb[n + 1 : n + 2], prompt.text)
 
 
-def _frozen(module: torch.nn.Module) -> torch.nn.Module:
+def _frozen(module: M) -> M:
     module.requires_grad_(False)
     return module.eval()
 
@@ -34,7 +37,7 @@ def build_components(recipe: Recipe) -> Components:
     """Instantiate every component of ``recipe`` and set up the strategy."""
     comp = recipe.components
 
-    def make(key: str):
+    def make(key: str) -> Any:
         return comp[key].cls(comp[key].config)
 
     prior = _frozen(make("prior"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import imageio.v2 as imageio
 import lightning as L
@@ -79,7 +80,7 @@ class ValidationGrid(L.Callback):
 class StepProgressBar(TQDMProgressBar):
     """A progress bar over global steps (not epochs): ``step/max_steps``, it/s and ETA, right after a resume too."""
 
-    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float | str]:
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics

@@ -10,25 +10,29 @@ weights, override ``tiny_config()``::
             return MyReward.Config(model="path/to/tiny")
 
 Each mixin checks the contract: config round-trip and documentation, output shapes and ranges,
-finiteness, differentiability, determinism, and the CPU path.
+finiteness, differentiability, determinism, and the CPU path; for priors and rewards, the weight hooks they
+declare (``required_weights``, and that tiny ``random_weights`` load through the plugin).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
+from psdkit.config import yaml_load
 from psdkit.config.schema import build_config, config_to_dict, field_docs
 from psdkit.contracts import GuidanceInput, GuidanceStrategy
+from psdkit.contracts.weights import offers_random_weights
 from psdkit.testing import tiny
 
 
 class ComponentConformance:
     """Checks every plugin must pass."""
 
-    plugin_cls: ClassVar[type]
+    plugin_cls: ClassVar[type[Any]]
 
     def tiny_config(self) -> Any:
         """A config small enough for a CPU test. Default: the plugin's defaults."""
@@ -40,8 +44,8 @@ class ComponentConformance:
 
     def test_config_is_frozen_dataclass(self) -> None:
         cfg_cls = self.plugin_cls.Config
-        assert dataclasses.is_dataclass(cfg_cls), "Config must be a dataclass"
-        assert cfg_cls.__dataclass_params__.frozen, "Config must be frozen"
+        assert isinstance(cfg_cls, type) and dataclasses.is_dataclass(cfg_cls), "Config must be a dataclass"
+        assert cfg_cls.__dataclass_params__.frozen, "Config must be frozen"  # type: ignore[attr-defined]
 
     def test_config_round_trips(self) -> None:
         cfg = self.tiny_config()
@@ -56,7 +60,31 @@ class ComponentConformance:
         assert (self.plugin_cls.__doc__ or "").strip(), "the plugin class needs a docstring"
 
 
-class RewardConformance(ComponentConformance):
+class WeightHooksConformance(ComponentConformance):
+    """The weight hooks of priors and rewards (:class:`psdkit.contracts.weights.LoadsWeights`)."""
+
+    def test_required_weights_are_declared(self) -> None:
+        items = self.plugin_cls.required_weights(self.tiny_config())
+        assert isinstance(items, list)
+        for item in items:
+            assert isinstance(item, tuple) and len(item) == 2, item
+            assert isinstance(item[0], str) and item[0] and isinstance(item[1], bool), item
+
+    def test_tiny_random_weights_build_the_plugin(self, tmp_path: Path) -> None:
+        """If the plugin offers random weights: the tiny ones load through its own loading code."""
+        if not offers_random_weights(self.plugin_cls):
+            return
+        overrides = self.plugin_cls.random_weights(self.tiny_config(), tmp_path / "weights", "tiny")
+        data = config_to_dict(self.tiny_config())
+        for item in overrides:
+            key, _, value = item.partition("=")
+            data[key] = yaml_load.load(value) if value else ""
+        config = build_config(self.plugin_cls.Config, data, "config")
+        assert all(present for _, present in self.plugin_cls.required_weights(config)), "the overrides point at them"
+        assert isinstance(self.plugin_cls(config), torch.nn.Module)
+
+
+class RewardConformance(WeightHooksConformance):
     """Reward models: [B] finite scores, differentiable in the image, any resolution, deterministic."""
 
     def test_scores(self) -> None:
@@ -77,7 +105,7 @@ class RewardConformance(ComponentConformance):
         assert torch.equal(a, b)
 
 
-class PriorConformance(ComponentConformance):
+class PriorConformance(WeightHooksConformance):
     """Diffusion priors: shapes, a valid noise schedule, eps differentiable in the text embedding."""
 
     def test_schedule(self) -> None:

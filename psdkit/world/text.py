@@ -51,4 +51,4 @@ class TinyTextEncoder:
 
     def keys(self, word_sets: list[tuple[str, ...]]) -> Tensor:
         """[K, D] key of each object: the sum of its word vectors."""
-        return torch.stack([sum(self.word_vector(w) for w in ws) for ws in word_sets])
+        return torch.stack([sum((self.word_vector(w) for w in ws), torch.zeros(self.dim)) for ws in word_sets])

@@ -19,7 +19,7 @@ tests/test_real_models.py (PIL's bicubic differs slightly from torch's).
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,7 @@ def preprocess(images: Tensor, size: int, fit: Fit) -> Tensor:
     return (x - mean) / std
 
 
-def _features(out: object) -> Tensor:
+def _features(out: Any) -> Tensor:
     """Projected features from get_*_features (a tensor in transformers 4, an output object in 5)."""
     return out if isinstance(out, Tensor) else out.pooler_output
 
@@ -103,7 +103,12 @@ def _features(out: object) -> Tensor:
 class ClipScorer(nn.Module):
     """Normalized image and text embeddings of a CLIP model; ``fit``: the reference preprocessing geometry."""
 
-    def __init__(self, model: nn.Module, tokenizer: object, fit: Fit = "transformers") -> None:
+    model: Any
+    """A transformers ``CLIPModel``."""
+    tokenizer: Any
+    """Its tokenizer."""
+
+    def __init__(self, model: Any, tokenizer: Any, fit: Fit = "transformers") -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer

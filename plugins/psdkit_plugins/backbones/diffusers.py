@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from psdkit.contracts.prior import PREDICTION_TYPES
+from psdkit.contracts.prior import PREDICTION_TYPES, PredictionType
 from psdkit.errors import PluginError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -23,21 +24,24 @@ class OffloadedTextEncoder:
     """Mixin: keeps ``self.text_encoder`` on the CPU when ``config.offload_text_encoder`` is set, even when
     the prior is moved to a device (prompts are encoded once, before training)."""
 
+    config: Any
+    text_encoder: Any
+
     def _apply(self, fn, recurse: bool = True):
-        result = super()._apply(fn, recurse)
+        result = super()._apply(fn, recurse)  # type: ignore[misc]  # a mixin of an nn.Module
         if self.config.offload_text_encoder:
             self.text_encoder.to("cpu")
         return result
 
 
-def pick_prediction_type(configured: str, scheduler: str, where: str) -> str:
+def pick_prediction_type(configured: str, scheduler: str, where: str) -> PredictionType:
     """The network's prediction type: ``configured`` unless ``auto``, else the scheduler's; refuses what psdkit
     cannot convert to eps, naming ``where`` (the dotted path of the config key)."""
     kind = scheduler if configured == "auto" else configured
     if kind not in PREDICTION_TYPES:
         raise PluginError(f"{where}: the model predicts {kind!r}, which psdkit cannot convert to eps; "
                           f"set {where} to one of {', '.join(PREDICTION_TYPES)} if its scheduler config is wrong")
-    return kind
+    return cast(PredictionType, kind)
 
 
 def set_lora(module: nn.Module, on: bool) -> None:
@@ -53,7 +57,8 @@ def set_lora(module: nn.Module, on: bool) -> None:
 class UNetAdapters:
     """Mixin implementing :class:`psdkit.contracts.capabilities.TrainableAdapter` on ``self.unet`` (peft)."""
 
-    unet: nn.Module
+    unet: Any
+    """A diffusers ``UNet2DConditionModel``."""
 
     def add_adapter(self, name: str, rank: int, targets: Sequence[str]) -> list[nn.Parameter]:
         """A peft LoRA of ``rank`` on ``targets``, disabled; its parameters with ``requires_grad`` set."""

@@ -8,6 +8,7 @@ attention head counts are not in the shapes and come from the caller.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -91,14 +92,14 @@ def _converted_keys(state: dict[str, Tensor]) -> set[str]:
 HARMLESS = frozenset({"attn_mask"})
 
 
-def open_clip_to_hf(state: dict[str, Tensor]) -> dict[str, Tensor]:
+def open_clip_to_hf(state: dict[str, Any]) -> dict[str, Tensor]:
     """transformers CLIPModel state dict from an open_clip one (``state_dict``/``module.`` wrappers removed).
 
     Raises ValueError naming the keys it would have to drop (a checkpoint of another architecture, e.g. with
     layer scale or attention pooling, must not load half-converted).
     """
-    state = state.get("state_dict", state)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    inner = state.get("state_dict", state)
+    state = {k.removeprefix("module."): v for k, v in inner.items()}
     out = {dst: _t(src, state[src]) for src, dst in KEYS.items()}
     for src, dst in SIDES:
         _blocks(state, src, dst, out)

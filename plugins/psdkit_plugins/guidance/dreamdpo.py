@@ -37,7 +37,7 @@ class DreamDPO(GuidanceStrategy):
     needs_reward = True
 
     def forward(self, inp: GuidanceInput) -> GuidanceOutput:
-        c, prior, cond, reward = self.config, self.ctx.prior, self.ctx.cond, self.ctx.reward
+        c, prior, cond, reward = self.config, self.ctx.prior, self.ctx.cond, self.ctx.require_reward()
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step), copies=2)
         b = n.z.shape[0]
         cams, vi = inp.cameras.repeat(2), inp.view_index.repeat(2)

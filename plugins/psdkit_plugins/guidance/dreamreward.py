@@ -42,7 +42,7 @@ class DreamReward(GuidanceStrategy):
     needs_reward = True
 
     def forward(self, inp: GuidanceInput) -> GuidanceOutput:
-        c, prior, cond, reward = self.config, self.ctx.prior, self.ctx.cond, self.ctx.reward
+        c, prior, cond, reward = self.config, self.ctx.prior, self.ctx.cond, self.ctx.require_reward()
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step))
         e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         with torch.no_grad():

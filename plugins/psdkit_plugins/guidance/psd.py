@@ -165,6 +165,8 @@ class PSD(GuidanceStrategy):
 
     Config = PSDConfig
     needs_reward = True
+    neg_init_emb: Tensor
+    """[1, L, D] e_n at the start (a buffer; the anchor's centre)."""
 
     def setup(self, ctx: GuidanceContext) -> None:
         super().setup(ctx)
@@ -200,9 +202,9 @@ class PSD(GuidanceStrategy):
         rho = self._reward_scale(n, pred, texts, inp.step, space) if c.form == "p2" and c.reward_scaling else 1.0
         eps_t = self._teacher(pred, c.guidance_scale(inp.step), c.guidance_rescale, rho, inp.step, space)
         w = timestep_weight(c.weighting, n.alpha, n.sigma)
-        zz = n.zz
-        grad = broadcast(w, zz) * (eps_t.detach() - n.eps)
-        loss = c.loss_scale * residual_loss(zz, grad)
+        z_rep = n.z_copies
+        grad = broadcast(w, z_rep) * (eps_t.detach() - n.eps)
+        loss = c.loss_scale * residual_loss(z_rep, grad)
         logs: dict[str, Tensor] = {"grad_norm": grad.flatten(1).norm(dim=1).mean().detach()}
         if isinstance(rho, Tensor):
             logs["rho"] = rho.mean()
@@ -255,9 +257,7 @@ class PSD(GuidanceStrategy):
 
     def _score(self, x_t: Tensor, t: Tensor, eps_t: Tensor, texts: list[str]) -> Tensor:
         """[B] reward of the one-step estimate x0(x_t, eps_T), decoded at ``reward_decode_size``."""
-        prior, reward, size = self.ctx.prior, self.ctx.reward, self.config.reward_decode_size
-        if reward is None:
-            raise RuntimeError("PSD needs a reward model (recipe key: reward)")
+        prior, reward, size = self.ctx.prior, self.ctx.require_reward(), self.config.reward_decode_size
         x0 = prior.predict_x0(x_t, t, eps_t)
         if size is not None and x0.shape[-1] != size:
             x0 = F.interpolate(x0, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

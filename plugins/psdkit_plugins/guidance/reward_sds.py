@@ -49,7 +49,7 @@ class RewardSDS(GuidanceStrategy):
     Config = RewardSDSConfig
     needs_reward = True
 
-    def weights(self, scores: torch.Tensor, active: bool) -> torch.Tensor:
+    def noise_weights(self, scores: torch.Tensor, active: bool) -> torch.Tensor:
         """[N, B] weight of each noise's loss from its reward [N, B]."""
         c, n = self.config, scores.shape[0]
         if not active or c.combine == "none":
@@ -66,7 +66,7 @@ class RewardSDS(GuidanceStrategy):
         return c.pos_weight * top - c.neg_weight * bottom
 
     def forward(self, inp: GuidanceInput) -> GuidanceOutput:
-        c, prior, cond, reward = self.config, self.ctx.prior, self.ctx.cond, self.ctx.reward
+        c, prior, cond, reward = self.config, self.ctx.prior, self.ctx.cond, self.ctx.require_reward()
         n_noise = c.num_noises
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step), copies=n_noise)
         b = n.z.shape[0]
@@ -82,8 +82,8 @@ class RewardSDS(GuidanceStrategy):
             if active and c.combine != "none":
                 images = prior.decode(prior.predict_x0(n.x_t, n.t, eps_cfg))
                 scores = reward(images, inp.reward_prompts(cond, n_noise)).view(n_noise, b).float()
-            weights = self.weights(scores, active)  # [N, B]
-        zz = n.zz
-        per_noise = 0.5 * ((zz - (zz - grads).detach()) ** 2).flatten(1).sum(1).view(n_noise, b)
+            weights = self.noise_weights(scores, active)  # [N, B]
+        z_rep = n.z_copies
+        per_noise = 0.5 * ((z_rep - (z_rep - grads).detach()) ** 2).flatten(1).sum(1).view(n_noise, b)
         loss = (weights * per_noise).sum() / b
         return GuidanceOutput(loss=loss, logs={"reward": scores.mean(), "reward_spread": scores.std(0).mean()})

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -74,13 +74,11 @@ class Adapter(nn.Module):
         super().__init__()
         self.camera = camera
         extra = 2 + (12 if camera else 0)  # sin/cos of t, flattened 3x4 pose
-        self.net = nn.Sequential(
-            nn.Conv2d(channels + extra, hidden, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(hidden, channels, 3, padding=1),
-        )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        first, middle = nn.Conv2d(channels + extra, hidden, 3, padding=1), nn.Conv2d(hidden, hidden, 3, padding=1)
+        last = nn.Conv2d(hidden, channels, 3, padding=1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)  # type: ignore[arg-type]  # Conv2d(bias=True) has one
+        self.net = nn.Sequential(first, nn.SiLU(), middle, nn.SiLU(), last)
 
     def forward(self, x_t: Tensor, t_frac: Tensor, cameras: Cameras) -> Tensor:
         b, _, h, w = x_t.shape
@@ -107,7 +105,7 @@ class LoraScore(nn.Module):
             raise PluginError(f"guidance.config.score_model: lora needs a prior that can carry a trainable adapter "
                               f"(TrainableAdapter), not {type(prior).__name__}; use score_model: adapter")
         self.lora = nn.ParameterList(prior.add_adapter(self.ADAPTER, rank, targets))
-        self._prior = [prior]  # a list, so the frozen prior does not become a submodule
+        self._prior: list[Any] = [prior]  # a list, so the frozen prior does not become a submodule
         self.camera = nn.Linear(12, text_dim) if camera else None
         if self.camera is not None:
             nn.init.zeros_(self.camera.weight)
@@ -143,6 +141,7 @@ class VSD(GuidanceStrategy):
     def setup(self, ctx: GuidanceContext) -> None:
         super().setup(ctx)
         c = self.config
+        self.score: LoraScore | AdapterScore
         if c.score_model == "lora":
             self.score = LoraScore(ctx.prior, ctx.cond.prompt_emb.shape[-1], c.lora_rank, c.lora_targets,
                                    c.camera_condition)

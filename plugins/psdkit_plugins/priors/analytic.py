@@ -65,6 +65,8 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
     """Closed-form Gaussian-mixture prior over the analytic world's renders."""
 
     Config = AnalyticPriorConfig
+    keys: Tensor
+    """[K, D] text key of each object (a buffer)."""
 
     def __init__(self, config: AnalyticPriorConfig) -> None:
         super().__init__(config)
@@ -93,7 +95,7 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
     def decode(self, latents: Tensor) -> Tensor:
         return (latents * 0.5 + 0.5).clamp(0, 1)
 
-    def weights_of(self, text_emb: Tensor) -> Tensor:
+    def mixture_weights(self, text_emb: Tensor) -> Tensor:
         """[B, K] mixture weights for text embeddings [B, L, D]."""
         logits = self.config.temperature * torch.einsum("bld,kd->bk", text_emb, self.keys)
         return logits.softmax(-1)
@@ -125,7 +127,7 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
         alpha, sigma = (v.view(1, -1, 1, 1, 1) for v in self.alpha_sigma(t))
         var = alpha**2 * self.config.component_std**2 + sigma**2
         sq = ((x_t.unsqueeze(0) - alpha * mu) ** 2).flatten(2).sum(-1)  # [K, B]
-        log_r = self.weights_of(text_emb).T.clamp_min(1e-30).log() - sq / (2 * var.view(1, -1))
+        log_r = self.mixture_weights(text_emb).T.clamp_min(1e-30).log() - sq / (2 * var.view(1, -1))
         resp = log_r.softmax(0)  # [K, B]
         mean_mu = torch.einsum("kb,kbchw->bchw", resp, mu)
         return (sigma[0] / var[0]) * (x_t - alpha[0] * mean_mu)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -53,7 +54,7 @@ def save_stable_diffusion(path: Path, size: WeightSize = "tiny", prediction_type
     path.mkdir(parents=True, exist_ok=True)
     unet, vae = (TINY_UNET, TINY_VAE) if size == "tiny" else (SD21_UNET, SD_VAE)
 
-    def save(model: torch.nn.Module, sub: str) -> None:
+    def save(model: Any, sub: str) -> None:
         (model if dtype == torch.float32 else model.to(dtype)).save_pretrained(path / sub)
 
     save(UNet2DConditionModel(in_channels=4, out_channels=4, **unet), "unet")

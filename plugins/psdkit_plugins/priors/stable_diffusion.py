@@ -67,6 +67,8 @@ class StableDiffusionPrior(
     """Stable Diffusion's UNet as an eps-predicting prior over VAE latents."""
 
     Config = StableDiffusionConfig
+    latent_rgb: Tensor
+    """[4, 3] linear latent -> RGB map of SD's VAE (``latents: direct``)."""
 
     @classmethod
     def required_weights(cls, config: StableDiffusionConfig) -> list[tuple[str, bool]]:

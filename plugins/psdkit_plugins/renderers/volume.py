@@ -49,6 +49,10 @@ class VolumeRenderer(Renderer):
     """Alpha-compositing NeRF renderer."""
 
     Config = VolumeRendererConfig
+    grid_density: Tensor
+    """[R, R, R] occupancy grid's density (a buffer)."""
+    grid_step: Tensor
+    """Step of the last refresh, -1 before the first (a buffer)."""
 
     def __init__(self, config: VolumeRendererConfig) -> None:
         super().__init__(config)
