@@ -17,12 +17,32 @@ except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0+unknown"
 
 _EXPORTS = {
-    "psdkit.contracts": ["Background", "CameraSampler", "Cameras", "Conditioning", "DiffusionPrior",
-                         "FieldOutput", "GuidanceContext", "GuidanceInput", "GuidanceOutput", "GuidanceStrategy",
-                         "ParamGroup", "Renderer", "RenderOutput", "Representation", "RewardModel"],
+    "psdkit.contracts": [
+        "Background",
+        "CameraSampler",
+        "Cameras",
+        "Conditioning",
+        "DiffusionPrior",
+        "FieldOutput",
+        "GuidanceContext",
+        "GuidanceInput",
+        "GuidanceOutput",
+        "GuidanceStrategy",
+        "ParamGroup",
+        "Renderer",
+        "RenderOutput",
+        "Representation",
+        "RewardModel",
+    ],
     "psdkit.config.schema": ["Schedule", "knob"],
-    "psdkit.testing.conformance": ["CameraConformance", "GuidanceConformance", "PriorConformance",
-                                   "RendererConformance", "RepresentationConformance", "RewardConformance"],
+    "psdkit.testing.conformance": [
+        "CameraConformance",
+        "GuidanceConformance",
+        "PriorConformance",
+        "RendererConformance",
+        "RepresentationConformance",
+        "RewardConformance",
+    ],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["__version__", *sorted(_WHERE)]

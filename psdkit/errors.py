@@ -24,9 +24,7 @@ class RecipeError(PsdkitError):
 
     exit_code = 2
 
-    def __init__(
-        self, path: str, problem: str, found: Any = None, allowed: Iterable[Any] | None = None
-    ) -> None:
+    def __init__(self, path: str, problem: str, found: Any = None, allowed: Iterable[Any] | None = None) -> None:
         self.path, self.problem, self.found = path, problem, found
         self.allowed = list(allowed) if allowed is not None else None
         msg = f"{path}: {problem}"

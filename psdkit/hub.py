@@ -64,8 +64,11 @@ def how_to_get(ref: str, what: str, gated: str | None = None) -> str:
         "  - or point the recipe at a local folder saved with save_pretrained",
     ]
     if gated:
-        lines.insert(1, f"  - {ref} is gated: accept its licence at https://huggingface.co/{ref} and "
-                        f"log in with `huggingface-cli login` first ({gated})")
+        lines.insert(
+            1,
+            f"  - {ref} is gated: accept its licence at https://huggingface.co/{ref} and "
+            f"log in with `huggingface-cli login` first ({gated})",
+        )
     return "\n".join(lines)
 
 
@@ -109,8 +112,11 @@ def resolve_file(ref: str, filename: str, what: str) -> Path:
     if isinstance(cached, str):
         return Path(cached)
     if offline() or not hub_reachable():
-        raise MissingWeightsError(how_to_get(f"{ref}/{filename}", what).replace(
-            f"huggingface-cli download {ref}/{filename}", f"huggingface-cli download {ref} {filename}"))
+        raise MissingWeightsError(
+            how_to_get(f"{ref}/{filename}", what).replace(
+                f"huggingface-cli download {ref}/{filename}", f"huggingface-cli download {ref} {filename}"
+            )
+        )
     return Path(hf_hub_download(ref, filename))
 
 
@@ -128,8 +134,12 @@ def declared_weights(components: list[Any]) -> list[tuple[Any, str, bool]]:
     """``(component, what, present locally)`` for every weight the components' contracts declare."""
     from psdkit.contracts.weights import LoadsWeights
 
-    return [(comp, item, present) for comp in components if issubclass(comp.cls, LoadsWeights)
-            for item, present in comp.cls.required_weights(comp.config)]
+    return [
+        (comp, item, present)
+        for comp in components
+        if issubclass(comp.cls, LoadsWeights)
+        for item, present in comp.cls.required_weights(comp.config)
+    ]
 
 
 def preflight(components: list[Any]) -> None:
@@ -146,7 +156,10 @@ def preflight(components: list[Any]) -> None:
         return
     why = "HF_HUB_OFFLINE is set" if offline() else f"{HUB_HOST} is not reachable"
     raise MissingWeightsError(
-        "weights not found locally and " + why + ":\n" + "\n".join(missing)
+        "weights not found locally and "
+        + why
+        + ":\n"
+        + "\n".join(missing)
         + "\nDownload them on a machine with network (huggingface-cli download REPO [FILE]) and copy the "
         "Hugging Face cache here (or set HF_HOME), or point the recipe keys at local folders/files. "
         "`psdkit doctor RECIPE` lists what is present."

@@ -17,12 +17,16 @@ def torch_groups(owned: dict[str, list[ParamGroup]], optim: OptimConfig) -> list
     out = []
     for owner, groups in owned.items():
         for g in groups:
-            out.append({
-                "name": f"{owner}.{g.name}", "params": g.params, "lr": 1.0,
-                "betas": optim.betas if g.betas is None else g.betas,
-                "eps": optim.eps if g.eps is None else g.eps,
-                "weight_decay": optim.weight_decay if g.weight_decay is None else g.weight_decay,
-            })
+            out.append(
+                {
+                    "name": f"{owner}.{g.name}",
+                    "params": g.params,
+                    "lr": 1.0,
+                    "betas": optim.betas if g.betas is None else g.betas,
+                    "eps": optim.eps if g.eps is None else g.eps,
+                    "weight_decay": optim.weight_decay if g.weight_decay is None else g.weight_decay,
+                }
+            )
     return out
 
 

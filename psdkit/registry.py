@@ -78,7 +78,9 @@ class Registry:
         for ep in self._entry_points(group=KINDS[kind][0]):
             dist = getattr(ep, "dist", None)
             info = PluginInfo(
-                kind, ep.name, ep.value,
+                kind,
+                ep.name,
+                ep.value,
                 getattr(dist, "name", None) or "<unknown>",
                 getattr(dist, "version", None) or "?",
             )
@@ -104,9 +106,7 @@ class Registry:
         """Metadata of one plugin; raises :class:`PluginError` listing installed names if absent."""
         scanned = self._scan(kind)
         if name not in scanned:
-            raise PluginError(
-                f"no {kind} plugin named {name!r}; installed: {', '.join(scanned) or '(none)'}"
-            )
+            raise PluginError(f"no {kind} plugin named {name!r}; installed: {', '.join(scanned) or '(none)'}")
         return scanned[name][0]
 
     def load(self, kind: str, name: str) -> type[Any]:

@@ -170,8 +170,14 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
     return float(node) if isinstance(node, (int, float)) else None
 
 
-def run_local(spec: SweepSpec, recipe: Path, method: str, count: int | None, out_root: Path | None = None,
-              extra: list[str] | None = None) -> list[dict[str, Any]]:
+def run_local(
+    spec: SweepSpec,
+    recipe: Path,
+    method: str,
+    count: int | None,
+    out_root: Path | None = None,
+    extra: list[str] | None = None,
+) -> list[dict[str, Any]]:
     """Run every trial in this process; writes ``<root>/<name>/sweep.json``. Failed trials are recorded."""
     from psdkit.run.fit import FitOptions, fit
 
@@ -199,19 +205,28 @@ def run_local(spec: SweepSpec, recipe: Path, method: str, count: int | None, out
 
 def _write(root: Path, spec: SweepSpec, results: list[dict[str, Any]]) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "sweep.json").write_text(json.dumps({"metric": dataclasses.asdict(spec.metric), "trials": results},
-                                                indent=2, default=str))
+    (root / "sweep.json").write_text(
+        json.dumps({"metric": dataclasses.asdict(spec.metric), "trials": results}, indent=2, default=str)
+    )
 
 
 def wandb_config(spec: SweepSpec, recipe: Path) -> dict[str, Any]:
     """The sweep as W&B expects it: trials run ``psdkit agent`` with the recipe as a fixed parameter."""
-    params: dict[str, Any] = {k: {f: v for f, v in dataclasses.asdict(p).items() if v is not None
-                                  and not (f == "distribution" and p.min is None)}
-                              for k, p in spec.parameters.items()}
+    params: dict[str, Any] = {
+        k: {
+            f: v
+            for f, v in dataclasses.asdict(p).items()
+            if v is not None and not (f == "distribution" and p.min is None)
+        }
+        for k, p in spec.parameters.items()
+    }
     params["_recipe"] = {"value": str(recipe)}
-    return {"name": spec.name, "method": spec.method, "metric": {"name": f"final/{spec.metric.name}",
-                                                                  "goal": spec.metric.goal},
-            "parameters": params}
+    return {
+        "name": spec.name,
+        "method": spec.method,
+        "metric": {"name": f"final/{spec.metric.name}", "goal": spec.metric.goal},
+        "parameters": params,
+    }
 
 
 def print_table(spec: SweepSpec, results: list[dict[str, Any]]) -> None:

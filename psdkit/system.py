@@ -103,8 +103,16 @@ class PSDSystem(L.LightningModule):
         ids = self.view_ids(host_cams)
         cams = host_cams.to(self.device)
         out = self.render(cams, step_generator(seed, rank, step, "render"))
-        inp = GuidanceInput(out.rgb, cams, torch.tensor(ids, device=self.device), step, max_steps,
-                            step_generator(seed, 0, step, "guidance"), rank * per_rank, len(all_cams))
+        inp = GuidanceInput(
+            out.rgb,
+            cams,
+            torch.tensor(ids, device=self.device),
+            step,
+            max_steps,
+            step_generator(seed, 0, step, "guidance"),
+            rank * per_rank,
+            len(all_cams),
+        )
         g = self.guidance(inp)
         terms = self.renderer.regularizers(out)
         loss = g.loss + sum(terms.values())
@@ -119,8 +127,14 @@ class PSDSystem(L.LightningModule):
         scalars = {"train/loss": loss.detach(), **{f"guidance/{k}": v for k, v in logs.items()}}
         scalars.update({f"loss/{k}": v.detach() for k, v in terms.items()})
         scalars.update({f"render/{k}": torch.tensor(float(v)) for k, v in out.stats.items()})
-        self.log_dict({k: v.float() for k, v in scalars.items()}, on_step=True, on_epoch=False,
-                      prog_bar=False, sync_dist=False, batch_size=1)
+        self.log_dict(
+            {k: v.float() for k, v in scalars.items()},
+            on_step=True,
+            on_epoch=False,
+            prog_bar=False,
+            sync_dist=False,
+            batch_size=1,
+        )
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=1, logger=False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

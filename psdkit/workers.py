@@ -47,8 +47,9 @@ def kill_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 @contextlib.contextmanager
 def worker_pool(jobs: int) -> Iterator[concurrent.futures.ProcessPoolExecutor]:
     """A spawn-context process pool of ``jobs`` workers, torn down with its workers on any exit but success."""
-    pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_worker_init)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+    )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         yield pool

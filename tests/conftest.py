@@ -73,14 +73,23 @@ def tiny_weights(tmp_path_factory) -> dict[str, Path]:
 def tiny_model_overrides(w: dict[str, Path]) -> list[str]:
     """Overrides that point a Stable Diffusion recipe's models at the tiny checkpoints."""
     hps = f"{{checkpoint: '{w['hps']}', tokenizer: '{w['hps'] / 'clip'}', vision_heads: 4, text_heads: 4}}"
-    evals = (f"[{{name: hpsv2, config: {hps}}}, "
-             f"{{name: pickscore, config: {{model: '{w['clip']}', tokenizer: '{w['clip']}'}}}}, "
-             f"{{name: aesthetic, config: {{clip: '{w['clip']}', head: '{w['head']}'}}}}, "
-             f"{{name: clip-score, config: {{model: '{w['clip']}'}}}}]")
+    evals = (
+        f"[{{name: hpsv2, config: {hps}}}, "
+        f"{{name: pickscore, config: {{model: '{w['clip']}', tokenizer: '{w['clip']}'}}}}, "
+        f"{{name: aesthetic, config: {{clip: '{w['clip']}', head: '{w['head']}'}}}}, "
+        f"{{name: clip-score, config: {{model: '{w['clip']}'}}}}]"
+    )
     return [
-        f"prior.config.model={w['sd']}", "prior.config.resolution=64", "prior.config.text_cache=null",
-        f"reward.config.checkpoint={w['ir']}", f"reward.config.tokenizer={w['ir'] / 'tokenizer'}",
-        "reward.config.vision_heads=4", "reward.config.text_heads=4", f"eval_rewards={evals}",
-        "representation.config.levels=4", "representation.config.log2_table_size=12",
-        "prior.config.compile_backend=aot_eager", "reward.config.compile_backend=aot_eager",  # trace, no codegen
+        f"prior.config.model={w['sd']}",
+        "prior.config.resolution=64",
+        "prior.config.text_cache=null",
+        f"reward.config.checkpoint={w['ir']}",
+        f"reward.config.tokenizer={w['ir'] / 'tokenizer'}",
+        "reward.config.vision_heads=4",
+        "reward.config.text_heads=4",
+        f"eval_rewards={evals}",
+        "representation.config.levels=4",
+        "representation.config.log2_table_size=12",
+        "prior.config.compile_backend=aot_eager",
+        "reward.config.compile_backend=aot_eager",  # trace, no codegen
     ]

@@ -22,10 +22,20 @@ from psdkit.run.fit import FitOptions, fit
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
-    "trainer.accelerator=cpu", "trainer.threads=1", "trainer.progress=false", "logger.name=none",
-    "output.video_views=0", "output.mesh=false", "output.eval_views=2", "output.eval_resolution=16",
-    "camera.config.height=16", "camera.config.width=16", "prior.config.resolution=16",
-    "renderer.config.num_samples=8", "renderer.config.occupancy_warmup=2", "renderer.config.occupancy_every=2",
+    "trainer.accelerator=cpu",
+    "trainer.threads=1",
+    "trainer.progress=false",
+    "logger.name=none",
+    "output.video_views=0",
+    "output.mesh=false",
+    "output.eval_views=2",
+    "output.eval_resolution=16",
+    "camera.config.height=16",
+    "camera.config.width=16",
+    "prior.config.resolution=16",
+    "renderer.config.num_samples=8",
+    "renderer.config.occupancy_warmup=2",
+    "renderer.config.occupancy_every=2",
 ]
 PSD_DEFAULTS = ["guidance.config.reward_t_max=1.0"]  # dropped when the caller picks another strategy
 
@@ -49,8 +59,10 @@ class DumpState(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
-        torch.save({"state": state, "azimuths": self.azimuths, "world": trainer.world_size},
-                   self.out / f"rank{trainer.global_rank}.pt")
+        torch.save(
+            {"state": state, "azimuths": self.azimuths, "world": trainer.world_size},
+            self.out / f"rank{trainer.global_rank}.pt",
+        )
 
 
 def main() -> None:
@@ -64,14 +76,24 @@ def main() -> None:
     resume = "--resume" in rest
     rest = [r for r in rest if r != "--resume"]
     own_guidance = any(r.startswith("guidance.name=") for r in rest)
-    overrides = ["name=run", f"trainer.devices={devices}", f"camera.config.batch_size={batch}", *TINY,
-                 *([] if own_guidance else PSD_DEFAULTS), *rest]
+    overrides = [
+        "name=run",
+        f"trainer.devices={devices}",
+        f"camera.config.batch_size={batch}",
+        *TINY,
+        *([] if own_guidance else PSD_DEFAULTS),
+        *rest,
+    ]
     if devices > 1:
         overrides.append("trainer.strategy=ddp")
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides)
     run_dir = out / "run"
-    opts = FitOptions(run_dir=run_dir, resume=str(run_dir) if resume else None, overwrite=not resume,
-                      callbacks=[DumpState(out, kill_at)])
+    opts = FitOptions(
+        run_dir=run_dir,
+        resume=str(run_dir) if resume else None,
+        overwrite=not resume,
+        callbacks=[DumpState(out, kill_at)],
+    )
     fit(recipe, opts)
 
 

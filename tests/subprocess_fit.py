@@ -15,7 +15,12 @@ def run_fit_script(out: Path, devices: int, batch: int, *args: str, expect_rc: i
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for var in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK"):
         env.pop(var, None)
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), str(devices), str(batch), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(out), str(devices), str(batch), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == expect_rc, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

@@ -19,8 +19,19 @@ from psdkit.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = sorted((ROOT / "psdkit").rglob("*.py"))
-COMPONENT_WORDS = ("cls", "comp", "prior", "reward", "guidance", "representation", "renderer", "camera",
-                   "background", "plugin", "strategy")
+COMPONENT_WORDS = (
+    "cls",
+    "comp",
+    "prior",
+    "reward",
+    "guidance",
+    "representation",
+    "renderer",
+    "camera",
+    "background",
+    "plugin",
+    "strategy",
+)
 
 
 def test_the_core_never_names_the_built_in_plugins():
@@ -34,8 +45,12 @@ def test_no_attribute_probing_of_plugins_in_the_core():
     offenders = []
     for path in CORE:
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id in ("getattr", "hasattr") and node.args):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr")
+                and node.args
+            ):
                 target = ast.unparse(node.args[0])
                 if any(word in target for word in COMPONENT_WORDS):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node)}")
@@ -54,10 +69,19 @@ def test_private_modules_are_imported_only_by_their_own_kind():
 
 def test_path_references_in_code_and_docs_resolve():
     """A comment or doc naming tests/..., docs/..., recipes/... must name a file that exists."""
-    ref = re.compile(r"(?<![\w/.-])((?:tests|docs|recipes|scripts|psdkit|plugins|sweeps)/[\w./-]+"
-                     r"\.(?:py|md|yaml|sh|json|png))")
-    files = [*CORE, *ROOT.glob("plugins/**/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("docs/*.md"),
-             ROOT / "README.md", *ROOT.glob("recipes/**/*.yaml"), *ROOT.glob("scripts/*")]
+    ref = re.compile(
+        r"(?<![\w/.-])((?:tests|docs|recipes|scripts|psdkit|plugins|sweeps)/[\w./-]+"
+        r"\.(?:py|md|yaml|sh|json|png))"
+    )
+    files = [
+        *CORE,
+        *ROOT.glob("plugins/**/*.py"),
+        *ROOT.glob("tests/*.py"),
+        *ROOT.glob("docs/*.md"),
+        ROOT / "README.md",
+        *ROOT.glob("recipes/**/*.yaml"),
+        *ROOT.glob("scripts/*"),
+    ]
     missing = set()
     for path in files:
         for found in ref.findall(path.read_text(errors="replace")):
@@ -72,9 +96,11 @@ def test_the_package_has_a_face():
     for name in psdkit.__all__:
         assert getattr(psdkit, name) is not None, name
     assert {"DiffusionPrior", "RewardModel", "GuidanceStrategy", "knob", "Schedule", "RewardConformance"} <= set(
-        psdkit.__all__)
-    out = subprocess.run([sys.executable, "-m", "psdkit.cli.main", "--version"], capture_output=True, text=True,
-                         check=True).stdout
+        psdkit.__all__
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "psdkit.cli.main", "--version"], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == f"psdkit {psdkit.__version__}"
 
 

@@ -12,12 +12,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_alignment_bench_tiny(tmp_path, capsys):
     out = tmp_path / "a.json"
-    code = main(["bench", "alignment", "--recipes", str(ROOT / "recipes" / "quickstart.yaml"),
-                 str(ROOT / "recipes" / "quickstart_sds.yaml"), "--seeds", "2", "--json", str(out),
-                 "--jobs", "2", "--plot", str(tmp_path / "p.png"),
-                 "trainer.max_steps=2", "trainer.threads=1", "camera.config.batch_size=1", "camera.config.height=16",
-                 "camera.config.width=16", "prior.config.resolution=16", "renderer.config.num_samples=8",
-                 "output.eval_views=2", "output.eval_resolution=16"])
+    code = main(
+        [
+            "bench",
+            "alignment",
+            "--recipes",
+            str(ROOT / "recipes" / "quickstart.yaml"),
+            str(ROOT / "recipes" / "quickstart_sds.yaml"),
+            "--seeds",
+            "2",
+            "--json",
+            str(out),
+            "--jobs",
+            "2",
+            "--plot",
+            str(tmp_path / "p.png"),
+            "trainer.max_steps=2",
+            "trainer.threads=1",
+            "camera.config.batch_size=1",
+            "camera.config.height=16",
+            "camera.config.width=16",
+            "prior.config.resolution=16",
+            "renderer.config.num_samples=8",
+            "output.eval_views=2",
+            "output.eval_resolution=16",
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     assert "| quickstart | psd | 2 |" in table and "| quickstart_sds | sds | 2 |" in table

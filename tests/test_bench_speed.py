@@ -12,8 +12,15 @@ from psdkit.cli.main import main
 from psdkit.config.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["trainer.threads=1", "camera.config.batch_size=2", "camera.config.height=16", "camera.config.width=16",
-         "renderer.config.num_samples=8", "representation.config.levels=4", "representation.config.log2_table_size=10"]
+SMALL = [
+    "trainer.threads=1",
+    "camera.config.batch_size=2",
+    "camera.config.height=16",
+    "camera.config.width=16",
+    "renderer.config.num_samples=8",
+    "representation.config.levels=4",
+    "representation.config.log2_table_size=10",
+]
 
 
 def test_speed_report_on_the_quickstart(capsys):
@@ -22,8 +29,15 @@ def test_speed_report_on_the_quickstart(capsys):
     assert r["ms_per_step"] > 0 and r["steps_per_s"] == pytest.approx(1000 / r["ms_per_step"])
     assert r["projected_minutes"] == pytest.approx(r["ms_per_step"] * 300 / 60000)
     parts = r["breakdown_ms"]
-    for part in ("render (forward)", "render (backward)", "prior, with grad (e_n update) (forward)",
-                 "reward (forward)", "reward (backward)", "decode (forward)", "optimizer step"):
+    for part in (
+        "render (forward)",
+        "render (backward)",
+        "prior, with grad (e_n update) (forward)",
+        "reward (forward)",
+        "reward (backward)",
+        "decode (forward)",
+        "optimizer step",
+    ):
         assert parts[part] > 0, part
     # the parts account for the instrumented step (the remainder is reported as "other", never negative)
     assert sum(parts.values()) == pytest.approx(r["instrumented_ms_per_step"], rel=0.02)
@@ -41,8 +55,23 @@ def test_speed_with_random_tiny_weights_through_the_cli(tmp_path, monkeypatch, c
     monkeypatch.setattr(rw, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(rw.random_weight_overrides, "__defaults__", (tmp_path / "cache",))
     out = tmp_path / "speed.json"
-    code = main(["bench", "speed", str(ROOT / "recipes" / "psd_nerf.yaml"), "--random-weights", "tiny",
-                 "--steps", "2", "--warmup", "1", "--json", str(out), *SMALL, "prior.config.resolution=64"])
+    code = main(
+        [
+            "bench",
+            "speed",
+            str(ROOT / "recipes" / "psd_nerf.yaml"),
+            "--random-weights",
+            "tiny",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+            str(out),
+            *SMALL,
+            "prior.config.resolution=64",
+        ]
+    )
     assert code == 0
     r = json.loads(out.read_text())
     assert r["prior"] == "stable-diffusion" and r["reward"] == "imagereward" and r["max_steps"] == 10000
@@ -63,8 +92,10 @@ def test_random_weights_refuse_unsupported_plugins(tmp_path):
     from psdkit.bench.random_weights import random_weight_overrides
     from psdkit.errors import RecipeError
 
-    recipe = load_recipe(ROOT / "recipes" / "psd_nerf.yaml", ["reward.name=pickscore", "reward.config={}",
-                                                              "prior.name=analytic", "prior.config={}"])
+    recipe = load_recipe(
+        ROOT / "recipes" / "psd_nerf.yaml",
+        ["reward.name=pickscore", "reward.config={}", "prior.name=analytic", "prior.config={}"],
+    )
     with pytest.raises(RecipeError, match=r"reward\.name: no full random weights.*\(found 'pickscore'\)"):
         random_weight_overrides(recipe, "full", tmp_path)  # pickscore offers tiny ones only
 
@@ -78,16 +109,39 @@ def test_full_size_architectures_have_the_published_sizes():
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(in_channels=4, out_channels=4, **SD21_UNET)
-        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, **SD_VAE,
-                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            **SD_VAE,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+        )
     assert sum(p.numel() for p in unet.parameters()) == 865_910_724
     assert sum(p.numel() for p in vae.parameters()) == 83_653_863
 
 
 def test_hashgrid_bench_checks_and_times_every_cpu_implementation(tmp_path, capsys):
     out = tmp_path / "h.json"
-    assert main(["bench", "hashgrid", "--points", "2000", "--levels", "4", "--log2-table", "10", "--repeats", "1",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "hashgrid",
+                "--points",
+                "2000",
+                "--levels",
+                "4",
+                "--log2-table",
+                "10",
+                "--repeats",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())
     assert set(r["results"]) == {"loop", "loop-fast", "torch"}
     for row in r["results"].values():

@@ -82,13 +82,15 @@ def test_tcnn_backend_fails_clearly_without_tcnn():
     field = HashGridNeRF(HashGridNeRF.Config(backend="auto", levels=2, log2_table_size=8))
     assert field.backend == "auto"  # no tcnn: decided per call, torch on the CPU
     x = torch.rand(50, 3) * 2 - 1
-    assert torch.equal(field.encode(x), hash_encode(((x + 1) * 0.5).clamp(0, 1 - 1e-6), field.table,
-                                                    field.resolutions))
+    assert torch.equal(
+        field.encode(x), hash_encode(((x + 1) * 0.5).clamp(0, 1 - 1e-6), field.table, field.resolutions)
+    )
 
 
 def test_empty_space_renders_background():
-    field = tiny.make("representation", "hashgrid-nerf", levels=2, log2_table_size=8, blob_density=0.0,
-                      density_bias=-30.0)
+    field = tiny.make(
+        "representation", "hashgrid-nerf", levels=2, log2_table_size=8, blob_density=0.0, density_bias=-30.0
+    )
     bg = tiny.make("background", "solid", color=[0.2, 0.4, 0.6])
     out = tiny.tiny_renderer()(field, tiny.tiny_cameras(2, 8), bg)
     assert torch.allclose(out.rgb, torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1).expand(2, 3, 8, 8), atol=1e-4)
@@ -99,8 +101,9 @@ def test_occupancy_grid_skips_without_changing_the_image():
     field = tiny.tiny_field()
     cams = tiny.tiny_cameras(2, 16)
     full = tiny.make("renderer", "volume", num_samples=16, occupancy=False)
-    skip = tiny.make("renderer", "volume", num_samples=16, occupancy=True, occupancy_warmup=0,
-                     occupancy_threshold=1e-3)
+    skip = tiny.make(
+        "renderer", "volume", num_samples=16, occupancy=True, occupancy_warmup=0, occupancy_threshold=1e-3
+    )
     skip.refresh(field, 0)
     bg = tiny.tiny_background()
     a, b = full(field, cams, bg), skip(field, cams, bg)
@@ -109,9 +112,18 @@ def test_occupancy_grid_skips_without_changing_the_image():
 
 
 def test_camera_milestones():
-    sampler = OrbitCameraSampler(build_config(OrbitCameraSampler.Config, {
-        "batch_size": 2, "height": 16, "width": 16,
-        "milestones": [{"step": 5, "height": 32, "width": 24, "batch_size": 1}]}, "camera.config"))
+    sampler = OrbitCameraSampler(
+        build_config(
+            OrbitCameraSampler.Config,
+            {
+                "batch_size": 2,
+                "height": 16,
+                "width": 16,
+                "milestones": [{"step": 5, "height": 32, "width": 24, "batch_size": 1}],
+            },
+            "camera.config",
+        )
+    )
     gen = torch.Generator().manual_seed(0)
     assert (len(sampler.sample(4, gen)), sampler.sample(4, gen).height) == (2, 16)
     later = sampler.sample(5, gen)

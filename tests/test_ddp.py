@@ -56,12 +56,16 @@ def test_two_ranks_match_one_rank_with_twice_the_batch(tmp_path):
             assert torch.equal(va, vb), key
 
 
-@pytest.mark.parametrize("strategy", [
-    ["guidance.config.reward_t_max=0.5", PSD_FLOOR],
-    ["guidance.config.reward_t_max=0.5", "guidance.config.neg_loss=pairwise", PSD_FLOOR],
-    ["guidance.config.reward_t_max=0.5", "guidance.config.reward_gate=alpha_bar", PSD_FLOOR],
-    ["guidance.name=reward-sds", "guidance.config={num_noises: 3, top_k: 1}"],
-], ids=["psd-reward", "psd-pairwise", "psd-alpha-bar-gate", "reward-sds"])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        ["guidance.config.reward_t_max=0.5", PSD_FLOOR],
+        ["guidance.config.reward_t_max=0.5", "guidance.config.neg_loss=pairwise", PSD_FLOOR],
+        ["guidance.config.reward_t_max=0.5", "guidance.config.reward_gate=alpha_bar", PSD_FLOOR],
+        ["guidance.name=reward-sds", "guidance.config={num_noises: 3, top_k: 1}"],
+    ],
+    ids=["psd-reward", "psd-pairwise", "psd-alpha-bar-gate", "reward-sds"],
+)
 def test_rank_invariant_with_a_gate_that_drops_samples(tmp_path, strategy):
     """reward_t_max 0.5 drops about half the samples, unevenly between ranks: the e_n loss is averaged over
     the samples kept in the *global* batch, so 2 ranks x 2 views give 1 rank x 4 views to float precision

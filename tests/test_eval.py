@@ -10,10 +10,20 @@ from psdkit.run.eval_run import hacking
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "trainer.max_steps=4", "trainer.progress=false", "trainer.threads=1", "trainer.ckpt_every=2",
-    "camera.config.batch_size=1", "camera.config.height=16", "camera.config.width=16",
-    "prior.config.resolution=16", "renderer.config.num_samples=8", "output.eval_views=2",
-    "output.eval_resolution=16", "output.video_views=0", "output.mesh=false", "logger.name=none",
+    "trainer.max_steps=4",
+    "trainer.progress=false",
+    "trainer.threads=1",
+    "trainer.ckpt_every=2",
+    "camera.config.batch_size=1",
+    "camera.config.height=16",
+    "camera.config.width=16",
+    "prior.config.resolution=16",
+    "renderer.config.num_samples=8",
+    "output.eval_views=2",
+    "output.eval_resolution=16",
+    "output.video_views=0",
+    "output.mesh=false",
+    "logger.name=none",
 ]
 
 
@@ -22,8 +32,10 @@ def test_eval_and_compare(tmp_path, monkeypatch, capsys):
     for name, extra in (("a", []), ("b", ["guidance.name=sds"])):
         assert main(["fit", str(ROOT / "recipes" / "quickstart.yaml"), f"name={name}", *TINY, *extra]) == 0
     run = tmp_path / "runs" / "a"
-    assert main(["eval", str(run), "--views", "3", "--resolution", "24",
-                 "--rewards", "analytic", "analytic-heldout"]) == 0
+    assert (
+        main(["eval", str(run), "--views", "3", "--resolution", "24", "--rewards", "analytic", "analytic-heldout"])
+        == 0
+    )
     out = json.loads((run / "eval.json").read_text())
     assert out["final"]["step"] == 4 and out["first"]["step"] == 2
     assert set(out["final"]["heldout_rewards"]) == {"analytic", "analytic-heldout"}
@@ -52,8 +64,15 @@ def test_eval_scores_a_stable_diffusion_run(tmp_path, monkeypatch, tiny_weights,
     from conftest import tiny_model_overrides
 
     monkeypatch.chdir(tmp_path)
-    args = ["fit", str(ROOT / "recipes" / "psd_nerf.yaml"), "name=sd", *TINY, "trainer.max_steps=2",
-            "trainer.ckpt_every=0", *tiny_model_overrides(tiny_weights)]
+    args = [
+        "fit",
+        str(ROOT / "recipes" / "psd_nerf.yaml"),
+        "name=sd",
+        *TINY,
+        "trainer.max_steps=2",
+        "trainer.ckpt_every=0",
+        *tiny_model_overrides(tiny_weights),
+    ]
     assert main(args) == 0
     run = tmp_path / "runs" / "sd"
     assert main(["eval", str(run), "--views", "2", "--resolution", "32"]) == 0

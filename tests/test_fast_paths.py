@@ -39,8 +39,13 @@ def sd(**kw) -> StableDiffusionPrior:
 
 
 def image_reward(**kw) -> ImageReward:
-    cfg = {"checkpoint": str(W["ir"]), "tokenizer": str(W["ir"] / "tokenizer"), "vision_heads": 4,
-           "text_heads": 4, **kw}
+    cfg = {
+        "checkpoint": str(W["ir"]),
+        "tokenizer": str(W["ir"] / "tokenizer"),
+        "vision_heads": 4,
+        "text_heads": 4,
+        **kw,
+    }
     return ImageReward(build_config(ImageReward.Config, cfg, "reward.config"))
 
 
@@ -122,9 +127,11 @@ def prior_outputs(prior: StableDiffusionPrior) -> list[torch.Tensor]:
     return [prior.encode_images(images), eps.detach(), g_emb, prior.decode(x_t)]
 
 
-@pytest.mark.parametrize("switch", [{"channels_last": True}, {"attention": "eager"},
-                                    {"compile": "default", "compile_backend": "aot_eager"}],
-                         ids=["channels_last", "eager_attention", "compile"])
+@pytest.mark.parametrize(
+    "switch",
+    [{"channels_last": True}, {"attention": "eager"}, {"compile": "default", "compile_backend": "aot_eager"}],
+    ids=["channels_last", "eager_attention", "compile"],
+)
 def test_prior_switch_matches_reference(switch):
     ref = prior_outputs(sd())
     fast = sd(**switch)
@@ -147,8 +154,14 @@ def psd_step(ctx: GuidanceContext, step: int = 3, seed: int = 0, **cfg):
     strategy = PSD(dataclasses.replace(PSD.Config(reward_t_max=1.0), **cfg))
     strategy.setup(ctx)
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(seed)).requires_grad_()
-    inp = GuidanceInput(images, tiny.tiny_cameras(2, 16), torch.zeros(2, dtype=torch.long), step, 10,
-                        torch.Generator().manual_seed(seed))
+    inp = GuidanceInput(
+        images,
+        tiny.tiny_cameras(2, 16),
+        torch.zeros(2, dtype=torch.long),
+        step,
+        10,
+        torch.Generator().manual_seed(seed),
+    )
     out = strategy(inp)
     g_img, g_neg = torch.autograd.grad(out.loss, [images, strategy.neg_emb], allow_unused=True)
     return out.loss.detach(), g_img, g_neg, strategy
@@ -186,8 +199,9 @@ def test_psd_reward_decode_size():
 
 
 # ---- no host synchronisation in the step ----------------------------------------------------------
-@pytest.mark.parametrize("cfg", [{}, {"form": "p2", "reward_scaling": True}, {"neg_loss": "pairwise"}],
-                         ids=["p1", "p2_scaling", "pairwise"])
+@pytest.mark.parametrize(
+    "cfg", [{}, {"form": "p2", "reward_scaling": True}, {"neg_loss": "pairwise"}], ids=["p1", "p2_scaling", "pairwise"]
+)
 def test_psd_step_reads_nothing_back_from_the_device(cfg):
     prior, reward = sd(), image_reward()
     from psdkit.config.recipe_schema import PromptConfig

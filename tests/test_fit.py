@@ -20,9 +20,18 @@ from psdkit.run.fit import FitOptions, fit
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
-    "trainer.max_steps=2", "trainer.val_every=1", "trainer.log_every=1", "trainer.progress=false", "trainer.threads=1",
-    "camera.config.batch_size=1", "camera.config.height=16", "camera.config.width=16",
-    "output.eval_views=2", "output.eval_resolution=16", "output.video_views=0", "output.mesh=false",
+    "trainer.max_steps=2",
+    "trainer.val_every=1",
+    "trainer.log_every=1",
+    "trainer.progress=false",
+    "trainer.threads=1",
+    "camera.config.batch_size=1",
+    "camera.config.height=16",
+    "camera.config.width=16",
+    "output.eval_views=2",
+    "output.eval_resolution=16",
+    "output.video_views=0",
+    "output.mesh=false",
 ]
 
 
@@ -41,8 +50,9 @@ def uses_real_models(recipe: Path) -> bool:
     return "stable-diffusion" in recipe.read_text() or "base: psd_nerf.yaml" in recipe.read_text()
 
 
-@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").rglob("*.yaml")),
-                         ids=lambda p: str(p.relative_to(ROOT / "recipes")))
+@pytest.mark.parametrize(
+    "recipe", sorted((ROOT / "recipes").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT / "recipes"))
+)
 def test_every_recipe_runs_two_steps(recipe, tmp_path, request):
     overrides = tiny_overrides(recipe)
     if uses_real_models(recipe):
@@ -56,10 +66,19 @@ def test_every_recipe_runs_two_steps(recipe, tmp_path, request):
 
 def test_run_directory_contents(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["fit", str(ROOT / "recipes" / "quickstart.yaml"), "name=outs", *TINY,
-            "output.video_views=6", "output.video_resolution=32", "output.mesh=true",
-            "output.mesh_resolution=32", "output.mesh_threshold=2.0", "trainer.ckpt_every=1",
-            "trainer.keep_checkpoints=1"]
+    args = [
+        "fit",
+        str(ROOT / "recipes" / "quickstart.yaml"),
+        "name=outs",
+        *TINY,
+        "output.video_views=6",
+        "output.video_resolution=32",
+        "output.mesh=true",
+        "output.mesh_resolution=32",
+        "output.mesh_threshold=2.0",
+        "trainer.ckpt_every=1",
+        "trainer.keep_checkpoints=1",
+    ]
     assert main(args) == 0
     run = tmp_path / "runs" / "outs"
     resolved = yaml.safe_load((run / "recipe.yaml").read_text())
@@ -109,9 +128,15 @@ def test_seeded_runs_are_reproducible(tmp_path):
 
 
 def test_the_same_eval_reward_twice_keeps_both(tmp_path):
-    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [
-        *TINY, "prior.config.resolution=16", "renderer.config.num_samples=8",
-        "eval_rewards=[{name: analytic-heldout}, {name: analytic-heldout, config: {tv_weight: 0.0}}]"])
+    recipe = load_recipe(
+        ROOT / "recipes" / "quickstart.yaml",
+        [
+            *TINY,
+            "prior.config.resolution=16",
+            "renderer.config.num_samples=8",
+            "eval_rewards=[{name: analytic-heldout}, {name: analytic-heldout, config: {tv_weight: 0.0}}]",
+        ],
+    )
     result = fit(recipe, FitOptions(run_dir=tmp_path / "run"))
     held = result.metrics["heldout_rewards"]
     assert set(held) == {"analytic-heldout", "analytic-heldout#2"}

@@ -24,8 +24,14 @@ def images() -> torch.Tensor:
 def run(strategy, seed=7, step=0, max_steps=10):
     """(loss, d loss / d images, GuidanceInput) for one step."""
     x = images()
-    inp = GuidanceInput(x, tiny.tiny_cameras(B, R), torch.zeros(B, dtype=torch.long), step, max_steps,
-                        torch.Generator().manual_seed(seed))
+    inp = GuidanceInput(
+        x,
+        tiny.tiny_cameras(B, R),
+        torch.zeros(B, dtype=torch.long),
+        step,
+        max_steps,
+        torch.Generator().manual_seed(seed),
+    )
     out = strategy(inp)
     (grad,) = torch.autograd.grad(out.loss, x, retain_graph=True)
     return out, grad, inp

@@ -17,10 +17,19 @@ from psdkit.run.fit import FitOptions, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "trainer.val_every=100", "trainer.progress=false", "trainer.threads=1", "trainer.log_every=1",
-    "camera.config.batch_size=1", "camera.config.height=16", "camera.config.width=16",
-    "renderer.config.num_samples=8", "output.eval_views=2", "output.eval_resolution=16",
-    "output.video_views=0", "output.mesh=false", "prior.config.resolution=16",
+    "trainer.val_every=100",
+    "trainer.progress=false",
+    "trainer.threads=1",
+    "trainer.log_every=1",
+    "camera.config.batch_size=1",
+    "camera.config.height=16",
+    "camera.config.width=16",
+    "renderer.config.num_samples=8",
+    "output.eval_views=2",
+    "output.eval_resolution=16",
+    "output.video_views=0",
+    "output.mesh=false",
+    "prior.config.resolution=16",
 ]
 
 
@@ -53,8 +62,9 @@ def test_nonfinite_steps_are_skipped(tmp_path, monkeypatch):
 
 def test_diverging_run_stops_with_last_good_state(tmp_path, monkeypatch):
     poison(monkeypatch, set(range(2, 100)))
-    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml",
-                         [*TINY, "trainer.max_steps=50", "trainer.max_nonfinite_steps=3"])
+    recipe = load_recipe(
+        ROOT / "recipes" / "quickstart.yaml", [*TINY, "trainer.max_steps=50", "trainer.max_nonfinite_steps=3"]
+    )
     with pytest.raises(TrainingDiverged, match=r"3 consecutive steps with NaN/Inf gradients .* last good state"):
         fit(recipe, FitOptions(run_dir=tmp_path / "run"))
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
@@ -81,9 +91,22 @@ def test_signal_saves_a_checkpoint(tmp_path, sig):
         "sys.exit(main(sys.argv[1:]))\n"
     )
     env = {**os.environ, "SIG": str(int(sig))}
-    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "recipes" / "quickstart.yaml"), *TINY,
-                           "trainer.max_steps=50", "name=sig"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(ROOT / "recipes" / "quickstart.yaml"),
+            *TINY,
+            "trainer.max_steps=50",
+            "name=sig",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     ckpt = tmp_path / "runs" / "sig" / "checkpoints" / "last.ckpt"
     assert ckpt.is_file(), proc.stderr[-2000:]
@@ -101,8 +124,11 @@ def test_out_of_memory_names_the_knobs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(L.Trainer, "fit", oom)
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [*TINY, "trainer.max_steps=2"])
-    with pytest.raises(OutOfMemory, match=r"out of memory at step 0 .*camera\.config\.batch_size.*"
-                                          r"renderer\.config\.num_samples.*trainer\.precision"):
+    with pytest.raises(
+        OutOfMemory,
+        match=r"out of memory at step 0 .*camera\.config\.batch_size.*"
+        r"renderer\.config\.num_samples.*trainer\.precision",
+    ):
         fit(recipe, FitOptions(run_dir=tmp_path / "run"))
 
 

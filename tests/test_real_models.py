@@ -38,8 +38,11 @@ def _tiny(tiny_weights):
 
 
 def sd_config(**kw):
-    return build_config(StableDiffusionPrior.Config, {"model": str(TINY["sd"]), "resolution": 64,
-                                                      "text_cache": str(TINY["cache"]), **kw}, "prior.config")
+    return build_config(
+        StableDiffusionPrior.Config,
+        {"model": str(TINY["sd"]), "resolution": 64, "text_cache": str(TINY["cache"]), **kw},
+        "prior.config",
+    )
 
 
 class TestStableDiffusion(conformance.PriorConformance):
@@ -89,16 +92,18 @@ class TestHPSv2(conformance.RewardConformance):
     plugin_cls = HPSv2
 
     def tiny_config(self):
-        return HPSv2.Config(checkpoint=str(TINY["hps"]), tokenizer=str(TINY["hps"] / "clip"), vision_heads=4,
-                            text_heads=4)
+        return HPSv2.Config(
+            checkpoint=str(TINY["hps"]), tokenizer=str(TINY["hps"] / "clip"), vision_heads=4, text_heads=4
+        )
 
 
 class TestImageReward(conformance.RewardConformance):
     plugin_cls = ImageReward
 
     def tiny_config(self):
-        return ImageReward.Config(checkpoint=str(TINY["ir"]), tokenizer=str(TINY["ir"] / "tokenizer"),
-                                  vision_heads=4, text_heads=4)
+        return ImageReward.Config(
+            checkpoint=str(TINY["ir"]), tokenizer=str(TINY["ir"] / "tokenizer"), vision_heads=4, text_heads=4
+        )
 
 
 def test_imagereward_matches_its_reference_computation():
@@ -110,14 +115,31 @@ def test_imagereward_matches_its_reference_computation():
 
     model = ImageReward(TestImageReward().tiny_config())
     state = torch.load(TINY["ir"] / "ImageReward.pt", weights_only=True)
-    vision = BlipVisionModel(BlipVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                              num_attention_heads=4, image_size=32, patch_size=8, layer_norm_eps=1e-6))
+    vision = BlipVisionModel(
+        BlipVisionConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+            layer_norm_eps=1e-6,
+        )
+    )
     vision.load_state_dict(vit_to_hf(split(state, "blip.visual_encoder.")), strict=False)
     text_state = split(state, "blip.text_encoder.")
-    text = BlipTextModel(BlipTextConfig(vocab_size=text_state["embeddings.word_embeddings.weight"].shape[0],
-                                        hidden_size=24, intermediate_size=37, num_hidden_layers=2,
-                                        num_attention_heads=4, encoder_hidden_size=32, max_position_embeddings=64),
-                         add_pooling_layer=False)
+    text = BlipTextModel(
+        BlipTextConfig(
+            vocab_size=text_state["embeddings.word_embeddings.weight"].shape[0],
+            hidden_size=24,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            encoder_hidden_size=32,
+            max_position_embeddings=64,
+        ),
+        add_pooling_layer=False,
+    )
     text.load_state_dict(text_state, strict=False)
     mlp = head_from_state_dict(split(state, "mlp."))
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -126,8 +148,12 @@ def test_imagereward_matches_its_reference_computation():
     assert tok.input_ids.shape == (2, 35)
     with torch.no_grad():
         emb = vision(pixel_values=preprocess(images, 32, "torchvision")).last_hidden_state
-        out = text(input_ids=tok.input_ids, attention_mask=tok.attention_mask, encoder_hidden_states=emb,
-                   encoder_attention_mask=torch.ones(emb.shape[:-1], dtype=torch.long))
+        out = text(
+            input_ids=tok.input_ids,
+            attention_mask=tok.attention_mask,
+            encoder_hidden_states=emb,
+            encoder_attention_mask=torch.ones(emb.shape[:-1], dtype=torch.long),
+        )
         expected = (mlp(out.last_hidden_state[:, 0]).squeeze(-1) - MEAN) / STD
         assert torch.allclose(model(images, prompts), expected, atol=1e-5)
 
@@ -149,8 +175,11 @@ def test_sd_prior_shapes_and_text_cache():
 
 
 def test_sd_v_prediction_is_converted_to_eps():
-    prior = StableDiffusionPrior(build_config(StableDiffusionPrior.Config, {
-        "model": str(TINY["sd_v"]), "resolution": 64, "text_cache": None}, ""))
+    prior = StableDiffusionPrior(
+        build_config(
+            StableDiffusionPrior.Config, {"model": str(TINY["sd_v"]), "resolution": 64, "text_cache": None}, ""
+        )
+    )
     assert prior.prediction_type == "v_prediction"
     x_t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([100, 800])
@@ -166,10 +195,12 @@ def test_hpsv2_conversion_is_exact():
     from psdkit_plugins.backbones.clip import ClipScorer, load_tokenizer
     from transformers import CLIPModel
 
-    hps = HPSv2(HPSv2.Config(checkpoint=str(TINY["hps"]), tokenizer=str(TINY["hps"] / "clip"), vision_heads=4,
-                             text_heads=4))
-    ref = ClipScorer(CLIPModel.from_pretrained(TINY["hps"] / "clip"), load_tokenizer(str(TINY["hps"] / "clip"), "x"),
-                     fit="pad")
+    hps = HPSv2(
+        HPSv2.Config(checkpoint=str(TINY["hps"]), tokenizer=str(TINY["hps"] / "clip"), vision_heads=4, text_heads=4)
+    )
+    ref = ClipScorer(
+        CLIPModel.from_pretrained(TINY["hps"] / "clip"), load_tokenizer(str(TINY["hps"] / "clip"), "x"), fit="pad"
+    )
     images = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(1))
     prompts = ["low", "lower newer", ""]
     assert torch.allclose(hps(images, prompts), ref.cosine(images, prompts), atol=1e-6)
@@ -180,8 +211,12 @@ def test_torch_preprocessing_matches_clip_image_processor():
     from PIL import Image
     from transformers import CLIPImageProcessor
 
-    proc = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-                              image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+    proc = CLIPImageProcessor(
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+    )
     rng = np.random.default_rng(0)
     for h, w in [(64, 64), (96, 64), (50, 80)]:
         smooth = rng.random((h // 8 + 1, w // 8 + 1, 3))
@@ -205,8 +240,14 @@ def test_missing_weights_fail_fast_offline(monkeypatch):
 def test_psd_nerf_without_weights_exits_fast_and_writes_nothing(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "psdkit.cli.main", "fit", str(ROOT / "recipes" / "psd_nerf.yaml")],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "psdkit.cli.main", "fit", str(ROOT / "recipes" / "psd_nerf.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
     elapsed = time.perf_counter() - start
     assert proc.returncode == 3, proc.stderr
     assert "stabilityai/stable-diffusion-2-1-base" in proc.stderr and "huggingface-cli download" in proc.stderr

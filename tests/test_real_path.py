@@ -49,8 +49,9 @@ def sd(**kw) -> StableDiffusionPrior:
 
 
 def image_reward() -> ImageReward:
-    return ImageReward(ImageReward.Config(checkpoint=str(W["ir"]), tokenizer=str(W["ir"] / "tokenizer"),
-                                          vision_heads=4, text_heads=4))
+    return ImageReward(
+        ImageReward.Config(checkpoint=str(W["ir"]), tokenizer=str(W["ir"] / "tokenizer"), vision_heads=4, text_heads=4)
+    )
 
 
 def noised(prior, b: int = 2, t=(150, 400), seed: int = 0):
@@ -77,11 +78,20 @@ class Recording(RewardModel):
         return images.mean(dim=(1, 2, 3))
 
 
-@pytest.mark.parametrize(("cls", "cfg"), [
-    (PSD, {"reward_t_max": 1.0}), (PSD, {"reward_t_max": 1.0, "neg_loss": "pairwise"}),
-    (PSD, {"form": "p2", "reward_scaling": True}), (DreamDPO, {}), (RewardSDS, {}),
-    (DreamReward, {"reward_start": 0.0}), (NaiveReward, {}), (NaiveReward, {"space": "x0"}),
-], ids=["psd", "psd-pairwise", "psd-p2-scaling", "dreamdpo", "reward-sds", "dreamreward", "naive", "naive-x0"])
+@pytest.mark.parametrize(
+    ("cls", "cfg"),
+    [
+        (PSD, {"reward_t_max": 1.0}),
+        (PSD, {"reward_t_max": 1.0, "neg_loss": "pairwise"}),
+        (PSD, {"form": "p2", "reward_scaling": True}),
+        (DreamDPO, {}),
+        (RewardSDS, {}),
+        (DreamReward, {"reward_start": 0.0}),
+        (NaiveReward, {}),
+        (NaiveReward, {"space": "x0"}),
+    ],
+    ids=["psd", "psd-pairwise", "psd-p2-scaling", "dreamdpo", "reward-sds", "dreamreward", "naive", "naive-x0"],
+)
 def test_training_rewards_score_the_base_prompt(cls, cfg):
     prior = tiny.tiny_prior()
     cond = make_conditioning(prior, PromptConfig(text="a sphere", view_dependent=True))
@@ -101,8 +111,9 @@ def test_v_prediction_rescale_matches_diffusers():
     the x0 estimate then differed by 26% (abar 0.5) to 71% (abar 0.1) on random tensors."""
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
-    prior = StableDiffusionPrior(build_config(StableDiffusionPrior.Config, {
-        "model": str(W["sd_v"]), "resolution": 64, "text_cache": None}, "")).requires_grad_(False)
+    prior = StableDiffusionPrior(
+        build_config(StableDiffusionPrior.Config, {"model": str(W["sd_v"]), "resolution": 64, "text_cache": None}, "")
+    ).requires_grad_(False)
     assert prior.prediction_type == "v_prediction"
     z, t, _, x_t = noised(prior, t=(250, 800))
     e_y, e_u = prior.encode_text(["lower", ""]).split(1)
@@ -143,8 +154,9 @@ def test_sample_prediction_is_converted_and_unknown_types_are_refused(tmp_path):
     from psdkit_plugins.priors.checkpoints import save_stable_diffusion
 
     path = save_stable_diffusion(tmp_path / "sd_x0", prediction_type="sample")
-    prior = StableDiffusionPrior(build_config(StableDiffusionPrior.Config, {
-        "model": str(path), "resolution": 64, "text_cache": None}, "")).requires_grad_(False)
+    prior = StableDiffusionPrior(
+        build_config(StableDiffusionPrior.Config, {"model": str(path), "resolution": 64, "text_cache": None}, "")
+    ).requires_grad_(False)
     assert prior.prediction_type == "sample"
     _, t, _, x_t = noised(prior)
     emb = prior.encode_text(["lower"]).expand(2, -1, -1)
@@ -164,8 +176,7 @@ def test_deepfloyd_if_reads_its_prediction_type(tmp_path):
 
     path = save_deepfloyd_if(tmp_path / "if")
     sched = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-    (path / "scheduler" / "scheduler_config.json").write_text(json.dumps({**sched,
-                                                                          "prediction_type": "v_prediction"}))
+    (path / "scheduler" / "scheduler_config.json").write_text(json.dumps({**sched, "prediction_type": "v_prediction"}))
     prior = DeepFloydIFPrior(DeepFloydIFPrior.Config(model=str(path), resolution=16, text_cache=None))
     assert prior.prediction_type == "v_prediction"
     x_t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -183,8 +194,11 @@ def psd_neg_grad(prior, reward, **cfg) -> torch.Tensor:
     psd = PSD(build_config(PSD.Config, {"reward_t_max": 1.0, "guidance_scale": 7.5, **cfg}, ""))
     psd.setup(GuidanceContext(prior=prior, reward=reward, cond=cond))
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    out = psd(GuidanceInput(images, tiny.tiny_cameras(2, 16), torch.zeros(2, dtype=torch.long), 0, 10,
-                            torch.Generator().manual_seed(0)))
+    out = psd(
+        GuidanceInput(
+            images, tiny.tiny_cameras(2, 16), torch.zeros(2, dtype=torch.long), 0, 10, torch.Generator().manual_seed(0)
+        )
+    )
     (grad,) = torch.autograd.grad(out.loss, psd.neg_emb)
     return grad
 
@@ -251,8 +265,16 @@ def test_reward_guidance_scale_changes_only_the_reward_branch():
         psd = PSD(build_config(PSD.Config, {"reward_t_max": 1.0, "guidance_scale": 20.0, **cfg}, ""))
         psd.setup(ctx)
         images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)).requires_grad_()
-        out = psd(GuidanceInput(images, tiny.tiny_cameras(2, 16), torch.zeros(2, dtype=torch.long), 0, 10,
-                                torch.Generator().manual_seed(1)))
+        out = psd(
+            GuidanceInput(
+                images,
+                tiny.tiny_cameras(2, 16),
+                torch.zeros(2, dtype=torch.long),
+                0,
+                10,
+                torch.Generator().manual_seed(1),
+            )
+        )
         return torch.autograd.grad(out.loss, [images, psd.neg_emb])
 
     img_a, neg_a = step()
@@ -309,14 +331,23 @@ def test_rho_stays_at_one_during_warm_up_and_off_the_bounds_after():
     (simulated: 65% of rho values in steps 1-20). Now rho is 1 until ``scaling_warmup`` rewards are seen, and
     the statistics are exact pooled moments from the first sample on."""
     ctx = tiny.tiny_context("a sphere", negative="a blue cube")
-    psd = PSD(build_config(PSD.Config, {"form": "p2", "reward_scaling": True, "scaling_range": [0.0, 2.0],
-                                        "scaling_warmup": 8}, ""))
+    psd = PSD(
+        build_config(
+            PSD.Config, {"form": "p2", "reward_scaling": True, "scaling_range": [0.0, 2.0], "scaling_warmup": 8}, ""
+        )
+    )
     psd.setup(ctx)
     rhos = []
     for step in range(40):
         images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(step))
-        inp = GuidanceInput(images, tiny.tiny_cameras(1, 16, seed=step), torch.zeros(1, dtype=torch.long), step,
-                            40, torch.Generator().manual_seed(step))
+        inp = GuidanceInput(
+            images,
+            tiny.tiny_cameras(1, 16, seed=step),
+            torch.zeros(1, dtype=torch.long),
+            step,
+            40,
+            torch.Generator().manual_seed(step),
+        )
         rhos.append(psd(inp).logs["rho"].item())
     assert psd.reward_stats.count.item() == 40
     assert all(r == 1.0 for r in rhos[:7]), rhos[:8]
@@ -333,12 +364,19 @@ def test_alpha_bar_gate_is_an_absolute_weight():
     ctx = tiny.tiny_context("a sphere", negative="a blue cube")
 
     def neg_grad(gate: str):  # two samples at one timestep (t_min = t_max), so both weigh alpha_bar_t
-        psd = PSD(build_config(PSD.Config, {"reward_t_max": 1.0, "reward_gate": gate, "t_min": 0.3, "t_max": 0.3},
-                               ""))
+        psd = PSD(build_config(PSD.Config, {"reward_t_max": 1.0, "reward_gate": gate, "t_min": 0.3, "t_max": 0.3}, ""))
         psd.setup(ctx)
         images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-        out = psd(GuidanceInput(images, tiny.tiny_cameras(2, 16), torch.zeros(2, dtype=torch.long), 0, 10,
-                                torch.Generator().manual_seed(4)))
+        out = psd(
+            GuidanceInput(
+                images,
+                tiny.tiny_cameras(2, 16),
+                torch.zeros(2, dtype=torch.long),
+                0,
+                10,
+                torch.Generator().manual_seed(4),
+            )
+        )
         return torch.autograd.grad(out.loss, psd.neg_emb)[0]
 
     hard, soft = neg_grad("hard"), neg_grad("alpha_bar")
@@ -373,11 +411,13 @@ def test_text_cache_keys_on_everything_that_changes_an_embedding(tmp_path):
 def test_deepfloyd_if_cache_with_another_max_length_is_not_reused(tmp_path):
     """On main the key omitted max_length: an entry of the wrong length was reused, or torch.stack crashed."""
     cache = str(tmp_path / "cache")
-    short = DeepFloydIFPrior(DeepFloydIFPrior.Config(model=str(W["if"]), resolution=16, text_cache=cache,
-                                                     max_length=8))
+    short = DeepFloydIFPrior(
+        DeepFloydIFPrior.Config(model=str(W["if"]), resolution=16, text_cache=cache, max_length=8)
+    )
     assert short.encode_text(["a red sphere"]).shape[1] == 8
-    long = DeepFloydIFPrior(DeepFloydIFPrior.Config(model=str(W["if"]), resolution=16, text_cache=cache,
-                                                    max_length=16))
+    long = DeepFloydIFPrior(
+        DeepFloydIFPrior.Config(model=str(W["if"]), resolution=16, text_cache=cache, max_length=16)
+    )
     assert long.encode_text(["a red sphere", "a blue cube"]).shape[1] == 16
 
 
@@ -408,8 +448,11 @@ def test_imagereward_refuses_unknown_keys(tmp_path):
     state["blip.text_encoder.encoder.layer.0.extra.weight"] = torch.zeros(2)
     torch.save(state, folder / "ImageReward.pt")
     with pytest.raises(PluginError, match=r"unexpected \['encoder\.layer\.0\.extra\.weight'\]"):
-        ImageReward(ImageReward.Config(checkpoint=str(folder), tokenizer=str(folder / "tokenizer"), vision_heads=4,
-                                       text_heads=4))
+        ImageReward(
+            ImageReward.Config(
+                checkpoint=str(folder), tokenizer=str(folder / "tokenizer"), vision_heads=4, text_heads=4
+            )
+        )
 
 
 def test_hpsv2_refuses_keys_it_cannot_convert(tmp_path):
@@ -424,23 +467,26 @@ def test_hpsv2_refuses_keys_it_cannot_convert(tmp_path):
 
 
 # ---- 10. each reward's reference preprocessing --------------------------------------------------------------
-@pytest.mark.parametrize(("hw", "fit", "resize", "crop", "pad"), [
-    # square: every fit is a plain resize
-    ((512, 512), "torchvision", (224, 224), (0, 0), (0, 0, 0, 0)),
-    ((512, 512), "transformers", (224, 224), (0, 0), (0, 0, 0, 0)),
-    ((512, 512), "pad", (224, 224), (0, 0), (0, 0, 0, 0)),
-    # 512 x 384: short side 224, long int(224 * 512 / 384) = 298 (298.67 rounded down); HPSv2 pads
-    ((512, 384), "torchvision", (298, 224), (37, 0), (0, 0, 0, 0)),
-    ((512, 384), "transformers", (298, 224), (37, 0), (0, 0, 0, 0)),
-    ((512, 384), "pad", (224, 168), (0, 0), (28, 0, 28, 0)),
-    # odd remainders: long side int(224 * 300 / 251) = 267, crop (267 - 224) / 2 = 21.5 -> round half to even 22;
-    # (251 - 224) / 2 = 13.5 -> torchvision 14 (half to even), transformers 13 (floor)
-    ((300, 251), "torchvision", (267, 224), (22, 0), (0, 0, 0, 0)),
-    ((224, 251), "torchvision", (224, 251), (0, 14), (0, 0, 0, 0)),
-    ((224, 251), "transformers", (224, 251), (0, 13), (0, 0, 0, 0)),
-    # pad: round(100 * 224 / 300) = 75 (74.67), padding 149 split 74 before, 75 after
-    ((100, 300), "pad", (75, 224), (0, 0), (0, 74, 0, 75)),
-])
+@pytest.mark.parametrize(
+    ("hw", "fit", "resize", "crop", "pad"),
+    [
+        # square: every fit is a plain resize
+        ((512, 512), "torchvision", (224, 224), (0, 0), (0, 0, 0, 0)),
+        ((512, 512), "transformers", (224, 224), (0, 0), (0, 0, 0, 0)),
+        ((512, 512), "pad", (224, 224), (0, 0), (0, 0, 0, 0)),
+        # 512 x 384: short side 224, long int(224 * 512 / 384) = 298 (298.67 rounded down); HPSv2 pads
+        ((512, 384), "torchvision", (298, 224), (37, 0), (0, 0, 0, 0)),
+        ((512, 384), "transformers", (298, 224), (37, 0), (0, 0, 0, 0)),
+        ((512, 384), "pad", (224, 168), (0, 0), (28, 0, 28, 0)),
+        # odd remainders: long side int(224 * 300 / 251) = 267, crop (267 - 224) / 2 = 21.5 -> round half to even 22;
+        # (251 - 224) / 2 = 13.5 -> torchvision 14 (half to even), transformers 13 (floor)
+        ((300, 251), "torchvision", (267, 224), (22, 0), (0, 0, 0, 0)),
+        ((224, 251), "torchvision", (224, 251), (0, 14), (0, 0, 0, 0)),
+        ((224, 251), "transformers", (224, 251), (0, 13), (0, 0, 0, 0)),
+        # pad: round(100 * 224 / 300) = 75 (74.67), padding 149 split 74 before, 75 after
+        ((100, 300), "pad", (75, 224), (0, 0), (0, 74, 0, 75)),
+    ],
+)
 def test_reference_geometry(hw, fit, resize, crop, pad):
     from psdkit_plugins.backbones.clip import geometry
 
@@ -450,8 +496,7 @@ def test_reference_geometry(hw, fit, resize, crop, pad):
 
 def test_hpsv2_scores_a_non_square_image_like_its_padded_square():
     """HPSv2's reference fits the longest side and pads with black; on main psdkit centre-cropped instead."""
-    hps = HPSv2(HPSv2.Config(checkpoint=str(W["hps"]), tokenizer=str(W["hps"] / "clip"), vision_heads=4,
-                             text_heads=4))
+    hps = HPSv2(HPSv2.Config(checkpoint=str(W["hps"]), tokenizer=str(W["hps"] / "clip"), vision_heads=4, text_heads=4))
     wide = torch.rand(1, 3, 16, 32, generator=torch.Generator().manual_seed(0))  # long side = the input size
     squared = torch.zeros(1, 3, 32, 32)
     squared[..., 8:24, :] = wide
@@ -461,6 +506,7 @@ def test_hpsv2_scores_a_non_square_image_like_its_padded_square():
 
     x = preprocess(wide, 32, "pad")
     assert x.shape == (1, 3, 32, 32)
-    black = (0.0 - torch.tensor([0.48145466, 0.4578275, 0.40821073])) / torch.tensor([0.26862954, 0.26130258,
-                                                                                    0.27577711])
+    black = (0.0 - torch.tensor([0.48145466, 0.4578275, 0.40821073])) / torch.tensor(
+        [0.26862954, 0.26130258, 0.27577711]
+    )
     assert torch.allclose(x[0, :, 0, 0], black, atol=1e-5) and torch.allclose(x[0, :, -1, -1], black, atol=1e-5)

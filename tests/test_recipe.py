@@ -53,15 +53,24 @@ def test_override_syntax_errors():
 
 
 BAD = {
-    "unknown plugin": ("guidance:\n  name: sdss\n", r"guidance\.name: no guidance plugin with this name is installed "
-                       r"\(found 'sdss'\); allowed: .*\bpsd\b.*\bsds\b"),
-    "unknown key": ("guidance:\n  config:\n    guidance_scael: 3\n",
-                    r"guidance\.config\.guidance_scael: unknown key; allowed: .*guidance_scale"),
+    "unknown plugin": (
+        "guidance:\n  name: sdss\n",
+        r"guidance\.name: no guidance plugin with this name is installed "
+        r"\(found 'sdss'\); allowed: .*\bpsd\b.*\bsds\b",
+    ),
+    "unknown key": (
+        "guidance:\n  config:\n    guidance_scael: 3\n",
+        r"guidance\.config\.guidance_scael: unknown key; allowed: .*guidance_scale",
+    ),
     "wrong type": ("trainer:\n  max_steps: many\n", r"trainer\.max_steps: expected an integer \(found 'many'\)"),
-    "out of range": ("renderer:\n  config:\n    num_samples: 0\n",
-                     r"renderer\.config\.num_samples: out of range, must be >= 2 \(found 0\)"),
-    "bad enum": ("guidance:\n  config:\n    form: p3\n",
-                 r"guidance\.config\.form: not an allowed value \(found 'p3'\)"),
+    "out of range": (
+        "renderer:\n  config:\n    num_samples: 0\n",
+        r"renderer\.config\.num_samples: out of range, must be >= 2 \(found 0\)",
+    ),
+    "bad enum": (
+        "guidance:\n  config:\n    form: p3\n",
+        r"guidance\.config\.form: not an allowed value \(found 'p3'\)",
+    ),
     "missing reward": ("reward: null\n", r"reward: guidance 'psd' needs a reward model"),
     "top-level typo": ("trainr:\n  max_steps: 3\n", r"trainr: unknown key"),
     "option of an option-less plugin": (
@@ -118,8 +127,19 @@ def test_cli_file_errors_exit_2(tmp_path, capsys, monkeypatch):
 
 def test_console_script_exit_code(tmp_path):
     """The installed `psdkit` command (a fresh process) exits 2 on a bad override."""
-    proc = subprocess.run([sys.executable, "-m", "psdkit.cli.main", "fit", str(Path(__file__).parents[1] / "recipes" /
-                           "quickstart.yaml"), "trainer.max_steps=-3"], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "psdkit.cli.main",
+            "fit",
+            str(Path(__file__).parents[1] / "recipes" / "quickstart.yaml"),
+            "trainer.max_steps=-3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "trainer.max_steps: out of range, must be >= 1 (found -3)" in proc.stderr
     assert not (tmp_path / "runs").exists()

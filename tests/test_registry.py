@@ -72,8 +72,10 @@ def registry_of(*eps: FakeEntryPoint) -> Registry:
 
 
 def test_listing_imports_nothing(fake_module):
-    reg = registry_of(FakeEntryPoint("good", "fake_plugins:GoodReward", "psdkit.rewards"),
-                      FakeEntryPoint("broken", "no_such_module_xyz:Thing", "psdkit.rewards"))
+    reg = registry_of(
+        FakeEntryPoint("good", "fake_plugins:GoodReward", "psdkit.rewards"),
+        FakeEntryPoint("broken", "no_such_module_xyz:Thing", "psdkit.rewards"),
+    )
     assert reg.names("reward") == ["broken", "good"]
     assert FakeEntryPoint.loaded == []
     info = reg.get_info("reward", "good")
@@ -86,11 +88,16 @@ def test_load_validates(fake_module):
 
 
 def test_broken_plugin_does_not_break_others(fake_module):
-    reg = registry_of(FakeEntryPoint("good", "fake_plugins:GoodReward", "psdkit.rewards"),
-                      FakeEntryPoint("broken", "no_such_module_xyz:Thing", "psdkit.rewards", dist="badpkg"))
+    reg = registry_of(
+        FakeEntryPoint("good", "fake_plugins:GoodReward", "psdkit.rewards"),
+        FakeEntryPoint("broken", "no_such_module_xyz:Thing", "psdkit.rewards", dist="badpkg"),
+    )
     assert reg.load("reward", "good") is GoodReward
-    with pytest.raises(PluginError, match=r"reward plugin broken \(badpkg 1\.0, no_such_module_xyz:Thing\) "
-                                          r"failed to import: ModuleNotFoundError"):
+    with pytest.raises(
+        PluginError,
+        match=r"reward plugin broken \(badpkg 1\.0, no_such_module_xyz:Thing\) "
+        r"failed to import: ModuleNotFoundError",
+    ):
         reg.load("reward", "broken")
 
 
@@ -107,8 +114,10 @@ def test_missing_config(fake_module):
 
 
 def test_duplicate_names_name_both_distributions(fake_module):
-    reg = registry_of(FakeEntryPoint("dup", "fake_plugins:GoodReward", "psdkit.rewards", dist="pkg-a"),
-                      FakeEntryPoint("dup", "fake_plugins:NotAReward", "psdkit.rewards", dist="pkg-b"))
+    reg = registry_of(
+        FakeEntryPoint("dup", "fake_plugins:GoodReward", "psdkit.rewards", dist="pkg-a"),
+        FakeEntryPoint("dup", "fake_plugins:NotAReward", "psdkit.rewards", dist="pkg-b"),
+    )
     with pytest.raises(PluginError, match=r"two reward plugins are named 'dup': .*pkg-a.*pkg-b"):
         reg.names("reward")
 
@@ -121,7 +130,13 @@ def test_unknown_name_lists_installed(fake_module):
 
 def test_builtins_use_entry_points():
     reg = Registry()
-    for kind, name in [("prior", "analytic"), ("guidance", "psd"), ("guidance", "sds"),
-                       ("representation", "hashgrid-nerf"), ("renderer", "volume"), ("reward", "analytic")]:
+    for kind, name in [
+        ("prior", "analytic"),
+        ("guidance", "psd"),
+        ("guidance", "sds"),
+        ("representation", "hashgrid-nerf"),
+        ("renderer", "volume"),
+        ("reward", "analytic"),
+    ]:
         assert reg.get_info(kind, name).dist == "psdkit"
         reg.load(kind, name)

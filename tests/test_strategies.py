@@ -67,8 +67,14 @@ def setup(cls, negative="a blue cube", **config):
 
 def run(strategy, seed=3, step=0, max_steps=10):
     x = torch.rand(B, 3, R, R, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    inp = GuidanceInput(x, tiny.tiny_cameras(B, R), torch.zeros(B, dtype=torch.long), step, max_steps,
-                        torch.Generator().manual_seed(seed))
+    inp = GuidanceInput(
+        x,
+        tiny.tiny_cameras(B, R),
+        torch.zeros(B, dtype=torch.long),
+        step,
+        max_steps,
+        torch.Generator().manual_seed(seed),
+    )
     out = strategy(inp)
     (grad,) = torch.autograd.grad(out.loss, x, retain_graph=True)
     return out, grad, inp
@@ -86,8 +92,11 @@ def reference_terms(s, inp, seed=3, copies=1):
     x_t = alpha.view(-1, 1, 1, 1) * zz + sigma.view(-1, 1, 1, 1) * eps
     cams = inp.cameras.repeat(copies)
     n = x_t.shape[0]
-    embs = {"y": cond.prompt_emb[[0] * n], "u": cond.uncond_emb.expand(n, -1, -1),
-            "n": cond.negative_emb.expand(n, -1, -1)}
+    embs = {
+        "y": cond.prompt_emb[[0] * n],
+        "u": cond.uncond_emb.expand(n, -1, -1),
+        "n": cond.negative_emb.expand(n, -1, -1),
+    }
     return t, eps, alpha, sigma, x_t, {k: posterior_eps(prior, x_t, t, e, cams) for k, e in embs.items()}
 
 
@@ -144,8 +153,9 @@ def test_dreamdpo_equal_scores_reduce_to_fallback():
     dpo_grad = run(s)[1]
     _, _, inp = run(sds)
     t, eps, alpha, sigma, x_t, e = reference_terms(s, inp, copies=2)
-    scores = s.ctx.reward(s.ctx.prior.decode(s.ctx.prior.predict_x0(x_t, t, e["n"] + 3.0 * (e["y"] - e["n"]))),
-                          ["a sphere"] * 2 * B).view(2, B)
+    scores = s.ctx.reward(
+        s.ctx.prior.decode(s.ctx.prior.predict_x0(x_t, t, e["n"] + 3.0 * (e["y"] - e["n"]))), ["a sphere"] * 2 * B
+    ).view(2, B)
     first = (scores[0] >= scores[1]).view(-1, 1, 1, 1)
     cfg = e["n"] + 3.0 * (e["y"] - e["n"])
     win = torch.where(first, cfg[:B] - eps[:B], cfg[B:] - eps[B:])
@@ -227,8 +237,11 @@ def test_dreamreward_window_and_hinge():
 def test_vsd_lora_needs_a_network_prior():
     from psdkit.errors import PluginError
 
-    with pytest.raises(PluginError, match=r"score_model: lora needs a prior that can carry a trainable adapter "
-                                          r"\(TrainableAdapter\), not AnalyticPrior"):
+    with pytest.raises(
+        PluginError,
+        match=r"score_model: lora needs a prior that can carry a trainable adapter "
+        r"\(TrainableAdapter\), not AnalyticPrior",
+    ):
         setup(VSD, score_model="lora")
 
 

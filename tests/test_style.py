@@ -14,12 +14,55 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "psdkit", ROOT / "plugins"]
 
 
+def _dev_tool(module: str) -> None:
+    """The checkers are part of the test command: missing, they fail rather than skip."""
+    import importlib.util
+
+    assert importlib.util.find_spec(module), f"{module} is in psdkit[dev]: pip install -e '.[dev]'"
+
+
+def test_ruff_format_clean():
+    _dev_tool("ruff")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "psdkit", "plugins", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr + "\nfix with: ruff format psdkit plugins tests"
+
+
+def test_mypy_clean():
+    """mypy over psdkit/ and plugins/psdkit_plugins (config: pyproject.toml's [tool.mypy])."""
+    _dev_tool("mypy")
+    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
+
+
 def test_ruff_clean():
-    if shutil.which("ruff") is None and subprocess.run([sys.executable, "-m", "ruff", "--version"],
-                                                       capture_output=True).returncode != 0:
+    if (
+        shutil.which("ruff") is None
+        and subprocess.run([sys.executable, "-m", "ruff", "--version"], capture_output=True).returncode != 0
+    ):
         pytest.skip("ruff is in psdkit[dev]")
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "F,E,I", "--line-length", "119",
-                           "psdkit", "plugins", "tests"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--select",
+            "F,E,I",
+            "--line-length",
+            "119",
+            "psdkit",
+            "plugins",
+            "tests",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout
 
 
@@ -40,10 +83,33 @@ def test_size_budget():
 
 
 OVERRIDES = {  # contract methods whose docstring lives on the base class
-    "forward", "setup", "training_step", "configure_optimizers", "train_dataloader", "param_groups",
-    "set_progress", "refresh", "regularizers", "sample", "orbit", "bound", "encode_text", "encode_images", "decode",
-    "alpha_sigma", "predict_noise", "num_train_timesteps", "references", "answers", "required_weights",
-    "random_weights", "add_adapter", "adapter_enabled", "updating", "get_metrics", "density",
+    "forward",
+    "setup",
+    "training_step",
+    "configure_optimizers",
+    "train_dataloader",
+    "param_groups",
+    "set_progress",
+    "refresh",
+    "regularizers",
+    "sample",
+    "orbit",
+    "bound",
+    "encode_text",
+    "encode_images",
+    "decode",
+    "alpha_sigma",
+    "predict_noise",
+    "num_train_timesteps",
+    "references",
+    "answers",
+    "required_weights",
+    "random_weights",
+    "add_adapter",
+    "adapter_enabled",
+    "updating",
+    "get_metrics",
+    "density",
 }
 
 

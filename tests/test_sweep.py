@@ -13,10 +13,19 @@ from psdkit.sweep import expand, load_sweep, metric_value, wandb_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "trainer.max_steps=2", "trainer.progress=false", "trainer.threads=1", "camera.config.batch_size=1",
-    "camera.config.height=16", "camera.config.width=16", "prior.config.resolution=16",
-    "renderer.config.num_samples=8", "output.eval_views=2", "output.eval_resolution=16", "output.video_views=0",
-    "output.mesh=false", "logger.name=none",
+    "trainer.max_steps=2",
+    "trainer.progress=false",
+    "trainer.threads=1",
+    "camera.config.batch_size=1",
+    "camera.config.height=16",
+    "camera.config.width=16",
+    "prior.config.resolution=16",
+    "renderer.config.num_samples=8",
+    "output.eval_views=2",
+    "output.eval_resolution=16",
+    "output.video_views=0",
+    "output.mesh=false",
+    "logger.name=none",
 ]
 
 
@@ -32,17 +41,26 @@ def test_shipped_sweeps_validate():
         assert recipe.is_file() and spec.parameters
 
 
-@pytest.mark.parametrize(("body", "match"), [
-    ("metric: {name: x}\nparameters:\n  guidance.config.neg_lr: {values: [0.1, -1]}\n",
-     r"parameters\.guidance\.config\.neg_lr\[1\]: .*guidance\.config\.neg_lr: out of range, must be >= 0\.0 "
-     r"\(found -1\.0\)"),
-    ("metric: {name: x}\nparameters:\n  guidance.config.nope: {values: [1]}\n",
-     r"parameters\.guidance\.config\.nope\[0\]: .*unknown key"),
-    ("metric: {name: x}\nparameters:\n  reward.name: {values: [no-such-reward]}\n",
-     r"parameters\.reward\.name\[0\]: .*no reward plugin with this name"),
-    ("metric: {name: x}\nparameters:\n  seed: {min: 3}\n", r"parameters\.seed: a range needs both min and max"),
-    ("metric: {name: x}\nmethod: annealing\nparameters: {}\n", r"method: not an allowed value"),
-])
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (
+            "metric: {name: x}\nparameters:\n  guidance.config.neg_lr: {values: [0.1, -1]}\n",
+            r"parameters\.guidance\.config\.neg_lr\[1\]: .*guidance\.config\.neg_lr: out of range, must be >= 0\.0 "
+            r"\(found -1\.0\)",
+        ),
+        (
+            "metric: {name: x}\nparameters:\n  guidance.config.nope: {values: [1]}\n",
+            r"parameters\.guidance\.config\.nope\[0\]: .*unknown key",
+        ),
+        (
+            "metric: {name: x}\nparameters:\n  reward.name: {values: [no-such-reward]}\n",
+            r"parameters\.reward\.name\[0\]: .*no reward plugin with this name",
+        ),
+        ("metric: {name: x}\nparameters:\n  seed: {min: 3}\n", r"parameters\.seed: a range needs both min and max"),
+        ("metric: {name: x}\nmethod: annealing\nparameters: {}\n", r"method: not an allowed value"),
+    ],
+)
 def test_bad_sweeps_name_the_parameter(tmp_path, body, match):
     with pytest.raises(RecipeError, match=match):
         load_sweep(write(tmp_path, body))
@@ -67,8 +85,11 @@ def test_metric_lookup_handles_slashes_in_names():
 
 
 def test_local_grid_runs_every_trial(tmp_path, capsys):
-    sweep = write(tmp_path, "name: mini\nmetric: {name: train_reward}\nparameters:\n"
-                            "  guidance.config.neg_lr: {values: [0.01, 0.1]}\n  seed: {values: [0, 1]}\n")
+    sweep = write(
+        tmp_path,
+        "name: mini\nmetric: {name: train_reward}\nparameters:\n"
+        "  guidance.config.neg_lr: {values: [0.01, 0.1]}\n  seed: {values: [0, 1]}\n",
+    )
     assert main(["sweep", str(sweep), "--local", "grid", "--out", str(tmp_path / "out"), *TINY]) == 0
     summary = json.loads((tmp_path / "out" / "mini" / "sweep.json").read_text())
     assert len(summary["trials"]) == 4
@@ -92,8 +113,9 @@ def test_interrupt_stops_the_sweep(tmp_path, monkeypatch):
         raise TrainingInterrupted("stopped at step 3; saved last.ckpt")
 
     monkeypatch.setattr(fit_module, "fit", interrupted)
-    spec, recipe = load_sweep(write(tmp_path, "name: s\nmetric: {name: train_reward}\nparameters:\n"
-                                              "  seed: {values: [0, 1, 2]}\n"))
+    spec, recipe = load_sweep(
+        write(tmp_path, "name: s\nmetric: {name: train_reward}\nparameters:\n  seed: {values: [0, 1, 2]}\n")
+    )
     with pytest.raises(TrainingInterrupted):
         run_local(spec, recipe, "grid", None, tmp_path / "out")
     assert len(calls) == 1

@@ -28,20 +28,36 @@ def test_offline_run(tmp_path, monkeypatch):
         return real_log(self, data, step, commit, *args, **kwargs)
 
     monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log", recording_log)
-    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [
-        "logger.name=wandb", "logger.project=psdkit-test", "trainer.max_steps=4", "trainer.val_every=2",
-        "trainer.log_every=1", "trainer.progress=false", "camera.config.batch_size=1", "camera.config.height=16",
-        "camera.config.width=16", "prior.config.resolution=16", "renderer.config.num_samples=8",
-        "output.eval_views=2", "output.eval_resolution=16", "output.video_views=4", "output.video_resolution=32",
-        "output.mesh_resolution=32", "output.mesh_threshold=2.0",
-    ])
+    recipe = load_recipe(
+        ROOT / "recipes" / "quickstart.yaml",
+        [
+            "logger.name=wandb",
+            "logger.project=psdkit-test",
+            "trainer.max_steps=4",
+            "trainer.val_every=2",
+            "trainer.log_every=1",
+            "trainer.progress=false",
+            "camera.config.batch_size=1",
+            "camera.config.height=16",
+            "camera.config.width=16",
+            "prior.config.resolution=16",
+            "renderer.config.num_samples=8",
+            "output.eval_views=2",
+            "output.eval_resolution=16",
+            "output.video_views=4",
+            "output.video_resolution=32",
+            "output.mesh_resolution=32",
+            "output.mesh_threshold=2.0",
+        ],
+    )
     run = tmp_path / "run"
     fit(recipe, FitOptions(run_dir=run))
 
     assert calls, "nothing was logged"
     assert all(step is None for _, step in calls), "psdkit must never pass wandb's own step (it breaks the slider)"
-    media = [(d, d["trainer/global_step"]) for d, _ in calls if any(k.startswith(("val/", "final/m", "final/t"))
-                                                                      for k in d)]
+    media = [
+        (d, d["trainer/global_step"]) for d, _ in calls if any(k.startswith(("val/", "final/m", "final/t")) for k in d)
+    ]
     val_steps = sorted(s for d, s in media if "val/renders" in d)
     assert val_steps == [2, 4]
     final = [(d, s) for d, s in media if "final/turntable" in d]

@@ -17,8 +17,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LONG = ["trainer.max_steps=100000", "trainer.threads=1", "camera.config.batch_size=1", "camera.config.height=16",
-        "camera.config.width=16", "prior.config.resolution=16", "renderer.config.num_samples=8"]
+LONG = [
+    "trainer.max_steps=100000",
+    "trainer.threads=1",
+    "camera.config.batch_size=1",
+    "camera.config.height=16",
+    "camera.config.width=16",
+    "prior.config.resolution=16",
+    "renderer.config.num_samples=8",
+]
 
 
 def descendants(pid: int) -> set[int]:
@@ -53,17 +60,37 @@ def alive(pid: int) -> bool:
 def test_alignment_bench_takes_its_workers_down(tmp_path, sig):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "psdkit.cli.main", "bench", "alignment", "--recipes",
-         str(ROOT / "recipes" / "quickstart.yaml"), "--seeds", "2", "--jobs", "2", *LONG],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "psdkit.cli.main",
+            "bench",
+            "alignment",
+            "--recipes",
+            str(ROOT / "recipes" / "quickstart.yaml"),
+            "--seeds",
+            "2",
+            "--jobs",
+            "2",
+            *LONG,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     tree: set[int] = set()
     try:
         workers: set[int] = set()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(workers) < 2:
             time.sleep(0.5)
-            workers = {p for p in descendants(proc.pid)
-                       if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")}
+            workers = {
+                p
+                for p in descendants(proc.pid)
+                if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+            }
         assert len(workers) >= 2, "the workers never started"
         time.sleep(3)  # let them get into their fits (Lightning installs its own signal handlers there)
         tree = descendants(proc.pid)

@@ -48,8 +48,15 @@ def _time(fn: Encode, x: Tensor, table: Tensor, res: list[int], repeats: int) ->
     return out[1:]  # the first call warms up (and compiles the Triton kernel)
 
 
-def bench_hashgrid(points: int, levels: int, log2_table: int, features: int, repeats: int,
-                   device: str = "cpu", only: list[str] | None = None) -> dict[str, Any]:
+def bench_hashgrid(
+    points: int,
+    levels: int,
+    log2_table: int,
+    features: int,
+    repeats: int,
+    device: str = "cpu",
+    only: list[str] | None = None,
+) -> dict[str, Any]:
     """Median ms of forward + backward per implementation, and speed-ups against ``loop``."""
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(0)
@@ -67,16 +74,29 @@ def bench_hashgrid(points: int, levels: int, log2_table: int, features: int, rep
     for row in rows.values():
         if "loop" in rows:
             row["speedup_vs_loop"] = rows["loop"]["ms"] / row["ms"]
-    return {"points": points, "levels": levels, "log2_table": log2_table, "features": features,
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({torch.get_num_threads()} "
-            "threads)", "torch": torch.__version__, "resolutions": res, "results": rows}
+    return {
+        "points": points,
+        "levels": levels,
+        "log2_table": log2_table,
+        "features": features,
+        "device": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else f"CPU ({torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "resolutions": res,
+        "results": rows,
+    }
 
 
 def format_hashgrid(r: dict[str, Any]) -> str:
     """Markdown table of :func:`bench_hashgrid`'s result."""
-    lines = [f"{r['points']} points x {r['levels']} levels x 2^{r['log2_table']} x {r['features']} features, "
-             f"forward + backward, {r['device']}, torch {r['torch']}", "",
-             "| implementation | ms | speed-up vs loop | max abs diff vs torch |", "|---|---|---|---|"]
+    lines = [
+        f"{r['points']} points x {r['levels']} levels x 2^{r['log2_table']} x {r['features']} features, "
+        f"forward + backward, {r['device']}, torch {r['torch']}",
+        "",
+        "| implementation | ms | speed-up vs loop | max abs diff vs torch |",
+        "|---|---|---|---|",
+    ]
     for name, row in r["results"].items():
         speed = f"{row['speedup_vs_loop']:.1f}x" if "speedup_vs_loop" in row else "-"
         lines.append(f"| {name} | {row['ms']:.1f} | {speed} | {row['max_abs_diff_vs_torch']:.1e} |")

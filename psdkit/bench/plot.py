@@ -7,13 +7,27 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (0, 0, 0), (255, 187, 120),
-           (152, 223, 138), (197, 176, 213)]
+PALETTE = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+    (0, 0, 0),
+    (255, 187, 120),
+    (152, 223, 138),
+    (197, 176, 213),
+]
 
 
-def scatter(rows: list[dict[str, Any]], x_key: str, y_key: str, path: Path, title: str,
-            size: tuple[int, int] = (900, 600)) -> Path:
+def scatter(
+    rows: list[dict[str, Any]], x_key: str, y_key: str, path: Path, title: str, size: tuple[int, int] = (900, 600)
+) -> Path:
     """One point per run: ``x_key`` against ``y_key`` (callables of a row are allowed via keys below)."""
     w, h = size
     left, right, top, bottom = 80, 230, 40, 60

@@ -30,9 +30,12 @@ def random_weight_overrides(recipe: Recipe, size: WeightSize, cache: Path = CACH
         if comp is None or not comp.cls.required_weights(comp.config):
             continue
         if not offers_random_weights(comp.cls):
-            raise RecipeError(f"{key}.name", "cannot build random weights for the speed bench (run without "
-                              "--random-weights to use real weights, or implement random_weights on the plugin)",
-                              comp.info.name)
+            raise RecipeError(
+                f"{key}.name",
+                "cannot build random weights for the speed bench (run without "
+                "--random-weights to use real weights, or implement random_weights on the plugin)",
+                comp.info.name,
+            )
         folder = cache / f"{key}-{comp.info.name}-{size}"
         done = folder / ".psdkit-complete"
         if done.exists():

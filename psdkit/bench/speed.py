@@ -33,8 +33,13 @@ class _Phases(L.Callback):
 
     def __init__(self, timer: ComponentTimer, warmup: int, steps: int) -> None:
         self.timer, self.warmup, self.steps = timer, warmup, steps
-        self.step_ms: dict[str, list[float]] = {"warmup": [], "plain": [], "instrumented": [], "update_on": [],
-                                                "update_off": []}
+        self.step_ms: dict[str, list[float]] = {
+            "warmup": [],
+            "plain": [],
+            "instrumented": [],
+            "update_on": [],
+            "update_off": [],
+        }
         self._t0 = self._t_opt = 0.0
 
     def phase(self, step: int) -> str:
@@ -75,8 +80,9 @@ def _instrument(timer: ComponentTimer, system: PSDSystem) -> None:
     timer.wrap(system.renderer, "forward", "render")
     timer.wrap(system.renderer, "refresh", "occupancy grid refresh")
     timer.wrap(comp.prior, "encode_images", "encode")
-    timer.wrap(comp.prior, "predict_noise",
-               lambda: "prior, with grad (e_n update)" if torch.is_grad_enabled() else "prior")
+    timer.wrap(
+        comp.prior, "predict_noise", lambda: "prior, with grad (e_n update)" if torch.is_grad_enabled() else "prior"
+    )
     timer.wrap(comp.prior, "decode", "decode")
     if comp.reward is not None:
         timer.wrap(comp.reward, "forward", "reward")
@@ -98,9 +104,19 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
     system = PSDSystem(build_components(recipe), recipe.schema)
     build_s = time.perf_counter() - t_build
     accelerator = device or t.accelerator
-    trainer = L.Trainer(max_steps=total, max_epochs=-1, accelerator=accelerator, devices=1, precision=t.precision,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=total,
+        max_epochs=-1,
+        accelerator=accelerator,
+        devices=1,
+        precision=t.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     dev = trainer.strategy.root_device
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -117,8 +133,9 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
     return _report(recipe, phases, timer, steps, build_s, dev) | {"views": len(cams), "render_size": cams.height}
 
 
-def _report(recipe: Recipe, phases: _Phases, timer: ComponentTimer, steps: int, build_s: float,
-            dev: torch.device) -> dict[str, Any]:
+def _report(
+    recipe: Recipe, phases: _Phases, timer: ComponentTimer, steps: int, build_s: float, dev: torch.device
+) -> dict[str, Any]:
     ms = phases.step_ms
     plain = statistics.median(ms["plain"])
     inst_total = sum(ms["instrumented"]) / steps
@@ -129,22 +146,32 @@ def _report(recipe: Recipe, phases: _Phases, timer: ComponentTimer, steps: int, 
     parts["other (Lightning loop, hooks)"] = max(inst_total - sum(parts.values()), 0.0)
     s = recipe.schema
     report: dict[str, Any] = {
-        "recipe": s.name, "device": _device_name(dev), "torch": torch.__version__,
+        "recipe": s.name,
+        "device": _device_name(dev),
+        "torch": torch.__version__,
         "prior": recipe.components["prior"].info.name,
         "reward": recipe.components["reward"].info.name if "reward" in recipe.components else None,
-        "guidance": recipe.components["guidance"].info.name, "steps": steps,
-        "ms_per_step": plain, "steps_per_s": 1000.0 / plain,
-        "warmup_ms": ms["warmup"], "first_step_extra_s": (ms["warmup"][0] - plain) / 1000 if ms["warmup"] else None,
-        "build_s": build_s, "peak_memory_mb": peak_memory_mb(),
-        "projected_minutes": plain * s.trainer.max_steps / 60000, "max_steps": s.trainer.max_steps,
-        "instrumented_ms_per_step": inst_total, "breakdown_ms": parts,
+        "guidance": recipe.components["guidance"].info.name,
+        "steps": steps,
+        "ms_per_step": plain,
+        "steps_per_s": 1000.0 / plain,
+        "warmup_ms": ms["warmup"],
+        "first_step_extra_s": (ms["warmup"][0] - plain) / 1000 if ms["warmup"] else None,
+        "build_s": build_s,
+        "peak_memory_mb": peak_memory_mb(),
+        "projected_minutes": plain * s.trainer.max_steps / 60000,
+        "max_steps": s.trainer.max_steps,
+        "instrumented_ms_per_step": inst_total,
+        "breakdown_ms": parts,
     }
     if ms["update_off"]:
         # median of neighbour-pair differences: robust to a jump in render cost (occupancy grid) mid-phase
         pairs = [a - b for a, b in zip(ms["update_on"], ms["update_off"])]
-        report.update(ms_per_step_with_neg_update=statistics.median(ms["update_on"]),
-                      ms_per_step_without_neg_update=statistics.median(ms["update_off"]),
-                      neg_update_ms=statistics.median(pairs))
+        report.update(
+            ms_per_step_with_neg_update=statistics.median(ms["update_on"]),
+            ms_per_step_without_neg_update=statistics.median(ms["update_off"]),
+            neg_update_ms=statistics.median(pairs),
+        )
     return report
 
 
@@ -164,7 +191,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"recipe {r['recipe']} ({r['guidance']}, prior {r['prior']}, reward {r['reward']}) on {r['device']}, "
         f"torch {r['torch']}",
         "",
-        "| figure | value |", "|---|---|",
+        "| figure | value |",
+        "|---|---|",
         f"| ms per step (median of {r['steps']}) | {r['ms_per_step']:.1f} |",
         f"| steps/s | {r['steps_per_s']:.2f} |",
         f"| projected time for {r['max_steps']} steps | {r['projected_minutes']:.1f} min |",
@@ -174,7 +202,12 @@ def format_report(r: dict[str, Any]) -> str:
     ]
     if "neg_update_ms" in r:
         lines.append(f"| negative-embedding update (alternate steps with and without it) | {r['neg_update_ms']:.1f} |")
-    lines += ["", f"Instrumented steps (device synchronised around each part): {r['instrumented_ms_per_step']:.1f} "
-              "ms/step", "", "| part | ms/step |", "|---|---|"]
+    lines += [
+        "",
+        f"Instrumented steps (device synchronised around each part): {r['instrumented_ms_per_step']:.1f} ms/step",
+        "",
+        "| part | ms/step |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.2f} |" for k, v in r["breakdown_ms"].items()]
     return "\n".join(lines)

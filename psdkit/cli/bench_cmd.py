@@ -12,9 +12,14 @@ def bench(args: argparse.Namespace) -> int:
         from psdkit.bench.alignment import bench_alignment
 
         seeds = list(range(args.seeds))
-        table = bench_alignment([Path(r) for r in args.recipes], seeds, args.overrides,
-                                Path(args.json) if args.json else None, args.jobs,
-                                Path(args.plot) if args.plot else None)
+        table = bench_alignment(
+            [Path(r) for r in args.recipes],
+            seeds,
+            args.overrides,
+            Path(args.json) if args.json else None,
+            args.jobs,
+            Path(args.plot) if args.plot else None,
+        )
         print(table)
         return 0
     if args.which == "hashgrid":

@@ -16,8 +16,10 @@ def evaluate_runs(args: argparse.Namespace) -> int:
         return 0
     r = results[0]
     f = r["final"]
-    print(f"{r['run']}: step {f['step']}, train reward {f.get('train_reward', 'n/a')}, "
-          f"held-out {f.get('heldout_rewards', {})}")
+    print(
+        f"{r['run']}: step {f['step']}, train reward {f.get('train_reward', 'n/a')}, "
+        f"held-out {f.get('heldout_rewards', {})}"
+    )
     if "reward_hacking" in r:
         verdict = {True: "YES: train reward up, held-out down", False: "no", None: "unknown"}[r["reward_hacking"]]
         print(f"reward hacking since step {r['first']['step']}: {verdict}")

@@ -21,7 +21,9 @@ def run_fit(args: argparse.Namespace) -> int:
     from psdkit.run.fit import FitOptions, fit
 
     opts = FitOptions(
-        overwrite=args.overwrite, resume=args.resume, run_dir=Path(args.run_dir) if args.run_dir else None,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        run_dir=Path(args.run_dir) if args.run_dir else None,
         command=shlex.join(["psdkit", *args.argv]),
     )
     result = fit(recipe, opts)
@@ -33,16 +35,21 @@ def run_fit(args: argparse.Namespace) -> int:
 def print_summary(result) -> None:
     """One summary of what was measured and written."""
     m = result.metrics
-    lines = [f"run: {result.run_dir}", f"steps: {m['steps']} in {m['wall_time_s']} s ({m['steps_per_s']} steps/s), "
-             f"peak memory {m['peak_memory_mb']} MiB"]
+    lines = [
+        f"run: {result.run_dir}",
+        f"steps: {m['steps']} in {m['wall_time_s']} s ({m['steps_per_s']} steps/s), "
+        f"peak memory {m['peak_memory_mb']} MiB",
+    ]
     if "train_reward" in m:
         lines.append(f"train reward: {m['train_reward']:.4f}")
     for name, v in m.get("heldout_rewards", {}).items():
         lines.append(f"held-out {name}: {v:.4f}")
     if "fidelity" in m:
         f = m["fidelity"]
-        lines.append(f"shows: {f['object']} ({'matches' if f['matches_prompt'] else 'does NOT match'} the prompt), "
-                     f"PSNR to {f['target']}: {f['psnr']:.2f} dB")
+        lines.append(
+            f"shows: {f['object']} ({'matches' if f['matches_prompt'] else 'does NOT match'} the prompt), "
+            f"PSNR to {f['target']}: {f['psnr']:.2f} dB"
+        )
     for kind, path in result.files.items():
         lines.append(f"{kind}: {path}")
     lines.append(f"metrics: {result.run_dir / 'metrics.json'}")

@@ -47,9 +47,14 @@ def attributes(cls: type[Any]) -> list[tuple[str, str]]:
         if klass.__module__.startswith("psdkit.contracts") and klass.__name__ != "Component":
             body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body  # type: ignore[attr-defined]
             for prev, node in zip(body, body[1:]):
-                if (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
-                        and not prev.target.id.startswith("_") and isinstance(node, ast.Expr)
-                        and isinstance(node.value, ast.Constant) and prev.value is not None):
+                if (
+                    isinstance(prev, ast.AnnAssign)
+                    and isinstance(prev.target, ast.Name)
+                    and not prev.target.id.startswith("_")
+                    and isinstance(node, ast.Expr)
+                    and isinstance(node.value, ast.Constant)
+                    and prev.value is not None
+                ):
                     out.append((prev.target.id, " ".join(str(node.value.value).split("\n\n")[0].split())))
     return out
 

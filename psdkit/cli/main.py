@@ -27,8 +27,11 @@ def _add_fit(sub: Any) -> None:
     fit.add_argument("recipe", help="recipe YAML file")
     fit.add_argument("overrides", nargs="*", help="key.path=value overrides")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    fit.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint ('auto': the "
-                     "recipe's run directory if it has one)")
+    fit.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its last checkpoint ('auto': the recipe's run directory if it has one)",
+    )
     fit.add_argument("--run-dir", help="run directory (default: <output.root>/<name>)")
     fit.add_argument("--validate-only", action="store_true", help="check the recipe and exit")
     fit.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -63,8 +66,12 @@ def _add_bench(sub: Any) -> None:
     bench = sub.add_parser("bench", help="benchmarks (docs/benchmarks.md)")
     which = bench.add_subparsers(dest="which", required=True)
     align = which.add_parser("alignment", help="strategies x seeds on the analytic world: rewards and prior fit")
-    align.add_argument("--recipes", nargs="+", default=["recipes/quickstart.yaml", "recipes/quickstart_sds.yaml"],
-                       help="recipes to compare")
+    align.add_argument(
+        "--recipes",
+        nargs="+",
+        default=["recipes/quickstart.yaml", "recipes/quickstart_sds.yaml"],
+        help="recipes to compare",
+    )
     align.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per recipe")
     align.add_argument("--json", help="write the rows and summary here")
     align.add_argument("--plot", help="write a PNG scatter of held-out reward against prior fit here")
@@ -73,9 +80,14 @@ def _add_bench(sub: Any) -> None:
     speed = which.add_parser("speed", help="ms per training step of a recipe, split by component")
     speed.add_argument("recipe", help="recipe YAML file")
     speed.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    speed.add_argument("--random-weights", nargs="?", const="full", choices=["full", "tiny"],
-                       help="build the recipe's real architectures with random weights (no download): full "
-                            "(published size, default) or tiny")
+    speed.add_argument(
+        "--random-weights",
+        nargs="?",
+        const="full",
+        choices=["full", "tiny"],
+        help="build the recipe's real architectures with random weights (no download): full "
+        "(published size, default) or tiny",
+    )
     speed.add_argument("--steps", type=int, default=20, help="timed steps per phase")
     speed.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation happens here)")
     speed.add_argument("--device", choices=["cpu", "cuda", "gpu"], help="default: the recipe's trainer.accelerator")

@@ -22,8 +22,9 @@ def sweep(args: argparse.Namespace) -> int:
             for i, t in enumerate(trials):
                 print(f"  {i:03d} {' '.join(sw.to_overrides(t))}")
             return 0
-        results = sw.run_local(spec, recipe, args.local, args.count, Path(args.out) if args.out else None,
-                               args.overrides)
+        results = sw.run_local(
+            spec, recipe, args.local, args.count, Path(args.out) if args.out else None, args.overrides
+        )
         sw.print_table(spec, results)
         return 0 if all(r.get("metric") is not None for r in results) else 1
     import wandb

@@ -175,14 +175,18 @@ def resolve_component(spec: ComponentSpec, key: str, kind: str, registry: Regist
     return ResolvedComponent(key, kind, registry.get_info(kind, spec.name), cls, config)
 
 
-def validate(data: dict[str, Any], registry: Registry | None = None, source: str = "<dict>",
-             overrides: tuple[str, ...] = ()) -> Recipe:
+def validate(
+    data: dict[str, Any], registry: Registry | None = None, source: str = "<dict>", overrides: tuple[str, ...] = ()
+) -> Recipe:
     """Validate merged recipe data into a :class:`Recipe` (imports the named plugins, loads no weights)."""
     registry = registry or default_registry()
     if isinstance(data, dict) and "loss" in data:
-        raise RecipeError("loss", "the render regularizers moved to the renderer: set "
-                          "renderer.config.opacity_sparsity and renderer.config.opacity_entropy (volume renderer)",
-                          data["loss"])
+        raise RecipeError(
+            "loss",
+            "the render regularizers moved to the renderer: set "
+            "renderer.config.opacity_sparsity and renderer.config.opacity_entropy (volume renderer)",
+            data["loss"],
+        )
     schema = build_config(RecipeSchema, data, "")
     comps = {}
     for key, kind in COMPONENT_KINDS.items():
@@ -190,8 +194,7 @@ def validate(data: dict[str, Any], registry: Registry | None = None, source: str
         if spec is not None:
             comps[key] = resolve_component(spec, key, kind, registry)
     evals = tuple(
-        resolve_component(spec, f"eval_rewards[{i}]", "reward", registry)
-        for i, spec in enumerate(schema.eval_rewards)
+        resolve_component(spec, f"eval_rewards[{i}]", "reward", registry) for i, spec in enumerate(schema.eval_rewards)
     )
     if comps["guidance"].cls.needs_reward and "reward" not in comps:
         raise RecipeError("reward", f"guidance {schema.guidance.name!r} needs a reward model; add a `reward:` section")

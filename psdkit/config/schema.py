@@ -35,9 +35,7 @@ def knob(
 ) -> Any:
     """A dataclass field with numeric bounds checked at validation time."""
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
-    return dataclasses.field(
-        default=default, default_factory=default_factory, metadata={_BOUNDS: bounds}
-    )
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={_BOUNDS: bounds})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +90,12 @@ def field_docs(cls: type) -> dict[str, str]:
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
         for prev, node in zip(body, body[1:]):
-            if (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
-                    and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            if (
+                isinstance(prev, ast.AnnAssign)
+                and isinstance(prev.target, ast.Name)
+                and isinstance(node, ast.Expr)
+                and isinstance(node.value, ast.Constant)
+            ):
                 docs[prev.target.id] = " ".join(str(node.value.value).split())
     return docs
 

@@ -17,7 +17,21 @@ from psdkit.contracts.representation import FieldOutput, Representation
 from psdkit.contracts.reward import RewardModel
 
 __all__ = [
-    "Background", "CameraSampler", "Cameras", "Components", "Conditioning", "DiffusionPrior", "FieldOutput",
-    "GuidanceContext", "GuidanceInput", "GuidanceOutput", "GuidanceStrategy", "ParamGroup",
-    "Renderer", "RenderOutput", "Representation", "RewardModel", "look_at_c2w",
+    "Background",
+    "CameraSampler",
+    "Cameras",
+    "Components",
+    "Conditioning",
+    "DiffusionPrior",
+    "FieldOutput",
+    "GuidanceContext",
+    "GuidanceInput",
+    "GuidanceOutput",
+    "GuidanceStrategy",
+    "ParamGroup",
+    "Renderer",
+    "RenderOutput",
+    "Representation",
+    "RewardModel",
+    "look_at_c2w",
 ]

@@ -74,8 +74,8 @@ class Cameras:
         b, h, w = len(self), self.height, self.width
         dev, dt = self.c2w.device, self.c2w.dtype
         focal = 0.5 * h / torch.tan(0.5 * self.fov_y)  # [B], pixels
-        ys = (torch.arange(h, device=dev, dtype=dt) + 0.5 - 0.5 * h)
-        xs = (torch.arange(w, device=dev, dtype=dt) + 0.5 - 0.5 * w)
+        ys = torch.arange(h, device=dev, dtype=dt) + 0.5 - 0.5 * h
+        xs = torch.arange(w, device=dev, dtype=dt) + 0.5 - 0.5 * w
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         f = focal.view(b, 1, 1)
         minus_z = -torch.ones(b, h, w, device=dev, dtype=dt)

@@ -54,9 +54,7 @@ class DiffusionPrior(Component, LoadsWeights, abc.ABC):
         """``(alpha_t, sigma_t)``, each [B], for integer timesteps ``t`` [B]."""
 
     @abc.abstractmethod
-    def predict_noise(
-        self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None
-    ) -> Tensor:
+    def predict_noise(self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None) -> Tensor:
         """eps-prediction [B, C, h, w] for ``x_t`` [B, C, h, w], ``t`` [B], ``text_emb`` [B, L, D].
 
         Priors whose network predicts v or x0 convert to eps here. ``cameras`` (len B) is given for

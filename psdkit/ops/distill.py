@@ -11,9 +11,7 @@ from torch import Tensor
 Weighting = Literal["sds", "uniform", "sqrt_snr_inv"]
 
 
-def sample_timesteps(
-    n: int, lo: float, hi: float, num_train_timesteps: int, generator: torch.Generator
-) -> Tensor:
+def sample_timesteps(n: int, lo: float, hi: float, num_train_timesteps: int, generator: torch.Generator) -> Tensor:
     """[n] integer timesteps uniform in ``[lo * T, hi * T]`` (fractions of T), on the CPU."""
     t_lo = int(round(lo * (num_train_timesteps - 1)))
     t_hi = max(int(round(hi * (num_train_timesteps - 1))), t_lo)
@@ -21,8 +19,14 @@ def sample_timesteps(
 
 
 def draw_noise(
-    generator: torch.Generator, shape: tuple[int, ...], lo: float, hi: float, num_train_timesteps: int,
-    offset: int = 0, global_batch: int | None = None, copies: int = 1,
+    generator: torch.Generator,
+    shape: tuple[int, ...],
+    lo: float,
+    hi: float,
+    num_train_timesteps: int,
+    offset: int = 0,
+    global_batch: int | None = None,
+    copies: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """Timesteps [copies * B] and noise [copies * B, ...] for rows ``offset : offset + B`` of a global batch.
 
@@ -191,8 +195,16 @@ def forward_noise(prior: Any, inp: Any, t_lo: float, t_hi: float, copies: int = 
     Randomness comes from ``inp.generator`` for this rank's slice of the global batch.
     """
     z = prior.encode_images(inp.images)
-    t, eps = draw_noise(inp.generator, tuple(z.shape), t_lo, t_hi, prior.num_train_timesteps,
-                        inp.batch_offset, inp.global_batch, copies)
+    t, eps = draw_noise(
+        inp.generator,
+        tuple(z.shape),
+        t_lo,
+        t_hi,
+        prior.num_train_timesteps,
+        inp.batch_offset,
+        inp.global_batch,
+        copies,
+    )
     t, eps = t.to(z.device), eps.to(z)
     alpha, sigma = prior.alpha_sigma(t)
     z_rep = z.detach().repeat(copies, *([1] * (z.dim() - 1)))

@@ -30,9 +30,7 @@ def level_resolutions(levels: int, base: int, finest: int) -> list[int]:
     return [int(math.floor(base * growth**lvl)) for lvl in range(levels)]
 
 
-def _axis_terms(
-    x: Tensor, resolutions: list[int], size: int
-) -> tuple[list[list[Tensor]], list[list[Tensor]], int]:
+def _axis_terms(x: Tensor, resolutions: list[int], size: int) -> tuple[list[list[Tensor]], list[list[Tensor]], int]:
     """Per-axis index terms and weights of the two cell corners along each axis, and the dense-level count.
 
     Returns ``terms[axis][corner]`` [L, N] int32 (``p * multiplier``: dense strides or hash primes) and
@@ -69,8 +67,12 @@ def _corners(x: Tensor, resolutions: list[int], size: int) -> tuple[Tensor, Tens
         tx, ty, tz = ([t[levels] for t in axis] for axis in terms)
         off = offsets[levels]
         xy = {(i, j): (tx[i] + ty[j] + off) if dense else (tx[i] ^ ty[j]) for i in (0, 1) for j in (0, 1)}
-        rows = [xy[c >> 2, (c >> 1) & 1] + tz[c & 1] if dense else ((xy[c >> 2, (c >> 1) & 1] ^ tz[c & 1])
-                & (size - 1)) + off for c in range(8)]
+        rows = [
+            xy[c >> 2, (c >> 1) & 1] + tz[c & 1]
+            if dense
+            else ((xy[c >> 2, (c >> 1) & 1] ^ tz[c & 1]) & (size - 1)) + off
+            for c in range(8)
+        ]
         torch.stack(rows, -1, out=idx[levels])
     (wx, wy, wz) = weights
     wxy = {(i, j): wx[i] * wy[j] for i in (0, 1) for j in (0, 1)}
@@ -93,8 +95,10 @@ class _WeightedGather(torch.autograd.Function):
         """Table gradient [rows, F]; none for the indices and weights."""
         idx, w = ctx.saved_tensors
         flat = idx.reshape(-1)
-        cols = [grad.new_zeros(ctx.rows).index_add_(0, flat, (w * grad[:, f : f + 1]).reshape(-1))
-                for f in range(grad.shape[1])]
+        cols = [
+            grad.new_zeros(ctx.rows).index_add_(0, flat, (w * grad[:, f : f + 1]).reshape(-1))
+            for f in range(grad.shape[1])
+        ]
         return torch.stack(cols, -1), None, None
 
 

@@ -62,8 +62,19 @@ if triton is not None:
         return lvl, offs, mask, px, py, pz, tl.load(side_ptr + lvl).to(tl.int64), tl.load(dense_ptr + lvl)
 
     @triton.jit
-    def _forward_kernel(x_ptr, table_ptr, res_ptr, side_ptr, dense_ptr, out_ptr, n,
-                        L: tl.constexpr, T: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
+    def _forward_kernel(
+        x_ptr,
+        table_ptr,
+        res_ptr,
+        side_ptr,
+        dense_ptr,
+        out_ptr,
+        n,
+        L: tl.constexpr,
+        T: tl.constexpr,
+        F: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
         lvl, offs, mask, px, py, pz, side, dense = _block(x_ptr, res_ptr, side_ptr, dense_ptr, n, BLOCK)
         feat = tl.arange(0, F)
         acc = tl.zeros((BLOCK, F), dtype=tl.float32)
@@ -74,8 +85,19 @@ if triton is not None:
         tl.store(out_ptr + offs[:, None] * (L * F) + lvl * F + feat[None, :], acc, mask=mask[:, None])
 
     @triton.jit
-    def _backward_kernel(x_ptr, grad_out_ptr, res_ptr, side_ptr, dense_ptr, grad_table_ptr, n,
-                         L: tl.constexpr, T: tl.constexpr, F: tl.constexpr, BLOCK: tl.constexpr):
+    def _backward_kernel(
+        x_ptr,
+        grad_out_ptr,
+        res_ptr,
+        side_ptr,
+        dense_ptr,
+        grad_table_ptr,
+        n,
+        L: tl.constexpr,
+        T: tl.constexpr,
+        F: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
         lvl, offs, mask, px, py, pz, side, dense = _block(x_ptr, res_ptr, side_ptr, dense_ptr, n, BLOCK)
         feat = tl.arange(0, F)
         g = tl.load(grad_out_ptr + offs[:, None] * (L * F) + lvl * F + feat[None, :], mask=mask[:, None], other=0.0)
@@ -116,8 +138,9 @@ class _TritonHashEncode(torch.autograd.Function):
         (n_lvl, size, feat), block = ctx.meta
         grad_table = torch.zeros(n_lvl, size, feat, dtype=torch.float32, device=x.device)
         grid = (triton.cdiv(x.shape[0], block), n_lvl)
-        _backward_kernel[grid](x, grad_out.contiguous(), *levels, grad_table, x.shape[0],
-                               L=n_lvl, T=size, F=feat, BLOCK=block)
+        _backward_kernel[grid](
+            x, grad_out.contiguous(), *levels, grad_table, x.shape[0], L=n_lvl, T=size, F=feat, BLOCK=block
+        )
         return None, grad_table, None, None
 
 

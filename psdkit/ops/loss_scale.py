@@ -59,8 +59,9 @@ class DynamicLossScale(nn.Module):
     overflow: Tensor
     seen: Tensor
 
-    def __init__(self, init: float = 2.0**16, growth_interval: int = 100, max_scale: float = 2.0**24,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, init: float = 2.0**16, growth_interval: int = 100, max_scale: float = 2.0**24, enabled: bool = True
+    ) -> None:
         super().__init__()
         self.enabled, self.growth_interval, self.max_scale = enabled, growth_interval, max_scale
         self.register_buffer("scale", torch.tensor(float(init) if enabled else 1.0))

@@ -63,8 +63,14 @@ class PatchMatmul(nn.Module):
 
 
 def _is_patch_conv(m: nn.Module) -> bool:
-    return (isinstance(m, nn.Conv2d) and m.stride == m.kernel_size and m.padding in ((0, 0), "valid")
-            and m.dilation == (1, 1) and m.groups == 1 and m.kernel_size != (1, 1))
+    return (
+        isinstance(m, nn.Conv2d)
+        and m.stride == m.kernel_size
+        and m.padding in ((0, 0), "valid")
+        and m.dilation == (1, 1)
+        and m.groups == 1
+        and m.kernel_size != (1, 1)
+    )
 
 
 def patch_convs_as_matmul(model: nn.Module) -> int:

@@ -50,6 +50,13 @@ def build_components(recipe: Recipe) -> Components:
     guidance = make("guidance")
     guidance.setup(GuidanceContext(prior=prior, reward=reward, cond=cond))
     return Components(
-        representation=make("representation"), renderer=make("renderer"), background=make("background"),
-        camera=make("camera"), prior=prior, guidance=guidance, reward=reward, eval_rewards=evals, cond=cond,
+        representation=make("representation"),
+        renderer=make("renderer"),
+        background=make("background"),
+        camera=make("camera"),
+        prior=prior,
+        guidance=guidance,
+        reward=reward,
+        eval_rewards=evals,
+        cond=cond,
     )

@@ -97,10 +97,14 @@ def compare_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         f = r["final"]
         fid = f.get("fidelity", {})
-        cells = [Path(r["run"]).name, str(f["step"]), f"{f['train_reward']:.4f}" if "train_reward" in f else "n/a",
-                 *[f"{f['heldout_rewards'][n]:.4f}" if n in f.get("heldout_rewards", {}) else "n/a" for n in names],
-                 fid.get("object", "n/a"), f"{fid['psnr']:.2f}" if "psnr" in fid else "n/a",
-                 {True: "YES", False: "no", None: "n/a"}[r.get("reward_hacking")]]
+        cells = [
+            Path(r["run"]).name,
+            str(f["step"]),
+            f"{f['train_reward']:.4f}" if "train_reward" in f else "n/a",
+            *[f"{f['heldout_rewards'][n]:.4f}" if n in f.get("heldout_rewards", {}) else "n/a" for n in names],
+            fid.get("object", "n/a"),
+            f"{fid['psnr']:.2f}" if "psnr" in fid else "n/a",
+            {True: "YES", False: "no", None: "n/a"}[r.get("reward_hacking")],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-

@@ -70,8 +70,14 @@ def extract_mesh(
     return mesh, threshold
 
 
-def export_mesh(field: Representation, out_dir: Path, resolution: int, threshold: float | None,
-                formats: tuple[str, ...], keep_largest: bool = True) -> tuple[list[Path], float]:
+def export_mesh(
+    field: Representation,
+    out_dir: Path,
+    resolution: int,
+    threshold: float | None,
+    formats: tuple[str, ...],
+    keep_largest: bool = True,
+) -> tuple[list[Path], float]:
     """Write the mesh in each of ``formats``; returns the paths (empty if no surface) and the level used."""
     mesh, threshold = extract_mesh(field, resolution, threshold, keep_largest)
     if mesh is None:

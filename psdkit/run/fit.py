@@ -78,8 +78,9 @@ def usable_checkpoint(ckpt_dir: Path) -> Path | None:
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file is skipped the same way
-            warnings.warn(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); trying an older one",
-                          stacklevel=2)
+            warnings.warn(
+                f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); trying an older one", stacklevel=2
+            )
             continue
         return path
     return None
@@ -140,11 +141,23 @@ def make_trainer(recipe: Recipe, run_dir: Path, extra: list[L.Callback] | None =
 
         strategy = DDPStrategy(process_group_backend="gloo" if t.accelerator == "cpu" else None)
     return L.Trainer(
-        max_steps=t.max_steps, max_epochs=-1, accelerator=t.accelerator, devices=t.devices,
-        num_nodes=t.num_nodes, strategy=strategy, precision=t.precision, logger=make_logger(recipe, run_dir),
-        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=t.progress,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        log_every_n_steps=t.log_every, default_root_dir=str(run_dir), use_distributed_sampler=False,
+        max_steps=t.max_steps,
+        max_epochs=-1,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision=t.precision,
+        logger=make_logger(recipe, run_dir),
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=t.progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=t.log_every,
+        default_root_dir=str(run_dir),
+        use_distributed_sampler=False,
     )
 
 
@@ -160,18 +173,29 @@ def finish(system: PSDSystem, recipe: Recipe, run_dir: Path, wall: float, steps:
     out = recipe.schema.output
     system.eval()
     metrics: dict[str, Any] = {
-        "name": recipe.schema.name, "prompt": recipe.schema.prompt.text, "seed": recipe.schema.seed,
-        "guidance": recipe.schema.guidance.name, "steps": steps, "wall_time_s": round(wall, 2),
+        "name": recipe.schema.name,
+        "prompt": recipe.schema.prompt.text,
+        "seed": recipe.schema.seed,
+        "guidance": recipe.schema.guidance.name,
+        "steps": steps,
+        "wall_time_s": round(wall, 2),
         "steps_per_s": round(steps / max(wall, 1e-9), 3),
     }
     metrics.update(evaluate(system, out.eval_views, out.eval_resolution))
     files: dict[str, str] = {}
     if out.video_views > 0:
-        files["video"] = str(export_video(system, run_dir / "turntable.mp4", out.video_views,
-                                          out.video_resolution, out.video_fps))
+        files["video"] = str(
+            export_video(system, run_dir / "turntable.mp4", out.video_views, out.video_resolution, out.video_fps)
+        )
     if out.mesh:
-        paths, level = export_mesh(system.representation, run_dir, out.mesh_resolution, out.mesh_threshold,
-                                   out.mesh_formats, out.mesh_keep_largest)
+        paths, level = export_mesh(
+            system.representation,
+            run_dir,
+            out.mesh_resolution,
+            out.mesh_threshold,
+            out.mesh_formats,
+            out.mesh_keep_largest,
+        )
         files.update({p.suffix[1:]: str(p) for p in paths})
         metrics["mesh_threshold"] = round(level, 4)
         if not paths:

@@ -33,8 +33,9 @@ def make_wandb_logger(recipe: Recipe, run_dir: Path) -> Any:
     kwargs: dict[str, Any] = {"config": recipe.to_dict(), "tags": list(cfg.tags)}
     if cfg.mode is not None:
         kwargs["mode"] = cfg.mode
-    return WandbLogger(project=cfg.project, entity=cfg.entity, name=recipe.schema.name, save_dir=str(run_dir),
-                       **kwargs)
+    return WandbLogger(
+        project=cfg.project, entity=cfg.entity, name=recipe.schema.name, save_dir=str(run_dir), **kwargs
+    )
 
 
 def is_wandb(logger: Any) -> bool:

@@ -184,8 +184,14 @@ class GuidanceConformance(ComponentConformance):
     def run_once(self, s: GuidanceStrategy, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, d loss / d images) for one step with a seeded generator."""
         images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
-        inp = GuidanceInput(images, tiny.tiny_cameras(2, 16), torch.zeros(2, dtype=torch.long), 0, 10,
-                            torch.Generator().manual_seed(seed))
+        inp = GuidanceInput(
+            images,
+            tiny.tiny_cameras(2, 16),
+            torch.zeros(2, dtype=torch.long),
+            0,
+            10,
+            torch.Generator().manual_seed(seed),
+        )
         out = s(inp)
         assert out.loss.dim() == 0 and torch.isfinite(out.loss)
         (grad,) = torch.autograd.grad(out.loss, images, retain_graph=False, allow_unused=False)

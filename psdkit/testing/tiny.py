@@ -50,8 +50,15 @@ def tiny_reward() -> RewardModel:
 
 def tiny_field() -> Representation:
     """A small hash-grid NeRF."""
-    return make("representation", "hashgrid-nerf", levels=4, log2_table_size=10, base_resolution=4,
-                finest_resolution=32, hidden=16)
+    return make(
+        "representation",
+        "hashgrid-nerf",
+        levels=4,
+        log2_table_size=10,
+        base_resolution=4,
+        finest_resolution=32,
+        hidden=16,
+    )
 
 
 def tiny_renderer() -> Renderer:
@@ -64,12 +71,14 @@ def tiny_background() -> Background:
     return make("background", "solid")
 
 
-def tiny_context(prompt: str = "a sphere", negative: str = "", view_dependent: bool = False,
-                 resolution: int = 16) -> GuidanceContext:
+def tiny_context(
+    prompt: str = "a sphere", negative: str = "", view_dependent: bool = False, resolution: int = 16
+) -> GuidanceContext:
     """Analytic prior + reward + conditioning for ``prompt``."""
     from psdkit.config.recipe_schema import PromptConfig
 
     prior = tiny_prior(resolution)
-    cond: Conditioning = make_conditioning(prior, PromptConfig(text=prompt, negative=negative,
-                                                               view_dependent=view_dependent))
+    cond: Conditioning = make_conditioning(
+        prior, PromptConfig(text=prompt, negative=negative, view_dependent=view_dependent)
+    )
     return GuidanceContext(prior=prior, reward=tiny_reward(), cond=cond)

@@ -61,9 +61,7 @@ def _hit_cube(o: Tensor, d: Tensor, half: float) -> tuple[Tensor, Tensor]:
     return hit, normal
 
 
-def render_objects(
-    objects: tuple[WorldObject, ...], cameras: Cameras, supersample: int = 2
-) -> Tensor:
+def render_objects(objects: tuple[WorldObject, ...], cameras: Cameras, supersample: int = 2) -> Tensor:
     """Exact renders [K, B, 3, H, W] in [0, 1] of each object alone on a white background.
 
     Lambertian shading under a fixed world-space light, so the colour of a surface point does not

@@ -37,7 +37,7 @@ class TinyTextEncoder:
         gen = torch.Generator().manual_seed(zlib.crc32(word.encode()))
         free = self.dim - len(self.vocabulary)
         tail = torch.randn(free, generator=gen)
-        vec[len(self.vocabulary):] = tail / tail.norm()
+        vec[len(self.vocabulary) :] = tail / tail.norm()
         return vec
 
     def __call__(self, prompts: list[str]) -> Tensor:

@@ -38,9 +38,19 @@ def test_grey_scores_zero_and_colour_scores_higher():
 
 def test_recipe_names_the_plugin(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code = main(["fit", str(ROOT / "recipes" / "quickstart.yaml"), "name=color", "trainer.max_steps=2",
-                 "eval_rewards=[{name: colorfulness}]", "output.video_views=0", "output.mesh=false",
-                 "trainer.progress=false", "logger.name=none"])
+    code = main(
+        [
+            "fit",
+            str(ROOT / "recipes" / "quickstart.yaml"),
+            "name=color",
+            "trainer.max_steps=2",
+            "eval_rewards=[{name: colorfulness}]",
+            "output.video_views=0",
+            "output.mesh=false",
+            "trainer.progress=false",
+            "logger.name=none",
+        ]
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "runs" / "color" / "metrics.json").read_text())
     assert "colorfulness" in metrics["heldout_rewards"]

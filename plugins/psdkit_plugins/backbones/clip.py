@@ -127,11 +127,19 @@ class ClipScorer(nn.Module):
         """[B, D] unit-norm text embeddings (cached per prompt)."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text]
         if missing:
-            tok = self.tokenizer(missing, padding="max_length", truncation=True,
-                                 max_length=self.tokenizer.model_max_length, return_tensors="pt")
+            tok = self.tokenizer(
+                missing,
+                padding="max_length",
+                truncation=True,
+                max_length=self.tokenizer.model_max_length,
+                return_tensors="pt",
+            )
             dev = next(self.model.parameters()).device
-            feats = _features(self.model.get_text_features(input_ids=tok.input_ids.to(dev),
-                                                           attention_mask=tok.attention_mask.to(dev)))
+            feats = _features(
+                self.model.get_text_features(
+                    input_ids=tok.input_ids.to(dev), attention_mask=tok.attention_mask.to(dev)
+                )
+            )
             for p, f in zip(missing, F.normalize(feats.float(), dim=-1)):
                 self._text[p] = f
         return torch.stack([self._text[p] for p in prompts])

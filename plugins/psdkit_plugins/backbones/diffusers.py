@@ -39,8 +39,10 @@ def pick_prediction_type(configured: str, scheduler: str, where: str) -> Predict
     cannot convert to eps, naming ``where`` (the dotted path of the config key)."""
     kind = scheduler if configured == "auto" else configured
     if kind not in PREDICTION_TYPES:
-        raise PluginError(f"{where}: the model predicts {kind!r}, which psdkit cannot convert to eps; "
-                          f"set {where} to one of {', '.join(PREDICTION_TYPES)} if its scheduler config is wrong")
+        raise PluginError(
+            f"{where}: the model predicts {kind!r}, which psdkit cannot convert to eps; "
+            f"set {where} to one of {', '.join(PREDICTION_TYPES)} if its scheduler config is wrong"
+        )
     return cast(PredictionType, kind)
 
 

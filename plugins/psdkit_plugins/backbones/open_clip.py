@@ -13,8 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-BLOCK = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
-         "attn.out_proj": "self_attn.out_proj"}
+BLOCK = {
+    "ln_1": "layer_norm1",
+    "ln_2": "layer_norm2",
+    "mlp.c_fc": "mlp.fc1",
+    "mlp.c_proj": "mlp.fc2",
+    "attn.out_proj": "self_attn.out_proj",
+}
 
 
 def _layers(state: dict[str, Tensor], prefix: str) -> int:
@@ -27,17 +32,30 @@ def clip_config_from_open_clip(state: dict[str, Tensor], vision_heads: int, text
 
     conv = state["visual.conv1.weight"]
     patch, n_pos = conv.shape[-1], state["visual.positional_embedding"].shape[0]
-    vision = {"hidden_size": conv.shape[0], "patch_size": patch, "image_size": patch * math.isqrt(n_pos - 1),
-              "num_hidden_layers": _layers(state, "visual.transformer.resblocks"), "num_attention_heads": vision_heads,
-              "intermediate_size": state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-              "projection_dim": state["visual.proj"].shape[1], "hidden_act": "gelu"}
+    vision = {
+        "hidden_size": conv.shape[0],
+        "patch_size": patch,
+        "image_size": patch * math.isqrt(n_pos - 1),
+        "num_hidden_layers": _layers(state, "visual.transformer.resblocks"),
+        "num_attention_heads": vision_heads,
+        "intermediate_size": state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        "projection_dim": state["visual.proj"].shape[1],
+        "hidden_act": "gelu",
+    }
     tok = state["token_embedding.weight"]
-    text = {"hidden_size": tok.shape[1], "vocab_size": tok.shape[0], "num_attention_heads": text_heads,
-            "max_position_embeddings": state["positional_embedding"].shape[0],
-            "num_hidden_layers": _layers(state, "transformer.resblocks"),
-            "intermediate_size": state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-            "projection_dim": state["text_projection"].shape[1], "hidden_act": "gelu",
-            "bos_token_id": tok.shape[0] - 2, "eos_token_id": tok.shape[0] - 1, "pad_token_id": tok.shape[0] - 1}
+    text = {
+        "hidden_size": tok.shape[1],
+        "vocab_size": tok.shape[0],
+        "num_attention_heads": text_heads,
+        "max_position_embeddings": state["positional_embedding"].shape[0],
+        "num_hidden_layers": _layers(state, "transformer.resblocks"),
+        "intermediate_size": state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        "projection_dim": state["text_projection"].shape[1],
+        "hidden_act": "gelu",
+        "bos_token_id": tok.shape[0] - 2,
+        "eos_token_id": tok.shape[0] - 1,
+        "pad_token_id": tok.shape[0] - 1,
+    }
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=state["visual.proj"].shape[1])
 
 

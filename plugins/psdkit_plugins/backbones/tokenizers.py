@@ -5,13 +5,74 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-TINY_VOCAB = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "w</w>", "r</w>", "t</w>",
-              "low</w>", "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>", "<|startoftext|>", "<|endoftext|>"]
+TINY_VOCAB = [
+    "l",
+    "o",
+    "w",
+    "e",
+    "r",
+    "s",
+    "t",
+    "i",
+    "d",
+    "n",
+    "lo",
+    "l</w>",
+    "w</w>",
+    "r</w>",
+    "t</w>",
+    "low</w>",
+    "er</w>",
+    "lowest</w>",
+    "newer</w>",
+    "wider",
+    "<unk>",
+    "<|startoftext|>",
+    "<|endoftext|>",
+]
 TINY_MERGES = "#version: 0.2\nl o\nlo w</w>\ne r</w>\n"
-BERT_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "sphere", "cube", "photo", "of",
-              "the", "green", "purple", "ball", "box", ",", "front", "side", "back", "view", "dslr", "leather",
-              "recliner", "worn", "##s", "##ed", "##ing", "and", "in", "on", "with", "big", "small", "low", "new",
-              "wide", "old", "very"]
+BERT_WORDS = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "a",
+    "red",
+    "blue",
+    "sphere",
+    "cube",
+    "photo",
+    "of",
+    "the",
+    "green",
+    "purple",
+    "ball",
+    "box",
+    ",",
+    "front",
+    "side",
+    "back",
+    "view",
+    "dslr",
+    "leather",
+    "recliner",
+    "worn",
+    "##s",
+    "##ed",
+    "##ing",
+    "and",
+    "in",
+    "on",
+    "with",
+    "big",
+    "small",
+    "low",
+    "new",
+    "wide",
+    "old",
+    "very",
+]
 
 
 def save_clip_tokenizer(path: Path) -> Path:
@@ -22,8 +83,13 @@ def save_clip_tokenizer(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "vocab.json").write_text(json.dumps({w: i for i, w in enumerate(TINY_VOCAB)}))
     (path / "merges.txt").write_text(TINY_MERGES)
-    tok = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"), unk_token="<unk>",
-                        pad_token="<|endoftext|>", model_max_length=77)
+    tok = CLIPTokenizer(
+        str(path / "vocab.json"),
+        str(path / "merges.txt"),
+        unk_token="<unk>",
+        pad_token="<|endoftext|>",
+        model_max_length=77,
+    )
     tok.save_pretrained(path)
     return path
 
@@ -49,8 +115,9 @@ def save_t5_tokenizer(path: Path) -> Path:
     tok = Tokenizer(models.Unigram(pieces, unk_id=2))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    fast = T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                           extra_ids=0, model_max_length=77)
+    fast = T5TokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0, model_max_length=77
+    )
     fast.save_pretrained(path)
     return path
 
@@ -59,6 +126,16 @@ def tiny_clip_text_config(hidden: int = 32):
     """A 2-layer CLIP text config over the tiny vocabulary."""
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=len(TINY_VOCAB), hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
-                          num_attention_heads=4, max_position_embeddings=77, projection_dim=hidden,
-                          bos_token_id=21, eos_token_id=22, pad_token_id=22, hidden_act="gelu")
+    return CLIPTextConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=hidden,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=hidden,
+        bos_token_id=21,
+        eos_token_id=22,
+        pad_token_id=22,
+        hidden_act="gelu",
+    )

@@ -83,8 +83,13 @@ class ISM(GuidanceStrategy):
         with torch.no_grad():
             x_t, eps_s = self.invert(n.z.detach(), n.t, s, e_inv, inp.cameras)
             eps_y, eps_b = predict_many(prior, x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale,
-                          NativeSpace(prior.prediction_type, x_t, n.alpha, n.sigma))
+            eps_cfg = guide(
+                eps_b,
+                eps_y,
+                c.guidance_scale(inp.step),
+                c.guidance_rescale,
+                NativeSpace(prior.prediction_type, x_t, n.alpha, n.sigma),
+            )
             grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - eps_s)
         loss = residual_loss(n.z, grad)
         return GuidanceOutput(loss=loss, logs={"grad_norm": grad.flatten(1).norm(dim=1).mean()})

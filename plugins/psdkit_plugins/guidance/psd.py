@@ -175,8 +175,12 @@ class PSD(GuidanceStrategy):
         self.neg_emb = nn.Parameter(init.detach().clone().float())
         self.register_buffer("neg_init_emb", init.detach().clone().float())
         self.reward_stats = RunningMoments(c.scaling_momentum)
-        self.loss_scale = DynamicLossScale(c.neg_loss_scale_init, c.neg_loss_scale_interval, c.neg_loss_scale_max,
-                                           enabled=c.neg_loss_scaling == "dynamic")
+        self.loss_scale = DynamicLossScale(
+            c.neg_loss_scale_init,
+            c.neg_loss_scale_interval,
+            c.neg_loss_scale_max,
+            enabled=c.neg_loss_scaling == "dynamic",
+        )
 
     def param_groups(self) -> list[ParamGroup]:
         """e_n, with its own Adam settings and learning-rate schedule."""
@@ -245,8 +249,9 @@ class PSD(GuidanceStrategy):
                 eps_n = prior.predict_noise(x_t, t, e_n, cams)
         return Predictions(fixed[0], fixed[1] if c.form == "p2" else None, eps_n)
 
-    def _teacher(self, p: Predictions, s: float, phi: float, rho: Tensor | float, step: int,
-                 space: NativeSpace) -> Tensor:
+    def _teacher(
+        self, p: Predictions, s: float, phi: float, rho: Tensor | float, step: int, space: NativeSpace
+    ) -> Tensor:
         """eps_T [N, C, h, w] at CFG scale ``s`` and rescale ``phi`` (gradient to e_n through ``p.eps_n``)."""
         c = self.config
         if c.form == "p1":

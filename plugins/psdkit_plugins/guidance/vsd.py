@@ -102,8 +102,10 @@ class LoraScore(nn.Module):
     def __init__(self, prior: nn.Module, text_dim: int, rank: int, targets: tuple[str, ...], camera: bool) -> None:
         super().__init__()
         if not isinstance(prior, TrainableAdapter):
-            raise PluginError(f"guidance.config.score_model: lora needs a prior that can carry a trainable adapter "
-                              f"(TrainableAdapter), not {type(prior).__name__}; use score_model: adapter")
+            raise PluginError(
+                f"guidance.config.score_model: lora needs a prior that can carry a trainable adapter "
+                f"(TrainableAdapter), not {type(prior).__name__}; use score_model: adapter"
+            )
         self.lora = nn.ParameterList(prior.add_adapter(self.ADAPTER, rank, targets))
         self._prior: list[Any] = [prior]  # a list, so the frozen prior does not become a submodule
         self.camera = nn.Linear(12, text_dim) if camera else None
@@ -143,8 +145,9 @@ class VSD(GuidanceStrategy):
         c = self.config
         self.score: LoraScore | AdapterScore
         if c.score_model == "lora":
-            self.score = LoraScore(ctx.prior, ctx.cond.prompt_emb.shape[-1], c.lora_rank, c.lora_targets,
-                                   c.camera_condition)
+            self.score = LoraScore(
+                ctx.prior, ctx.cond.prompt_emb.shape[-1], c.lora_rank, c.lora_targets, c.camera_condition
+            )
         else:
             channels = ctx.prior.encode_images(torch.zeros(1, 3, 8, 8)).shape[1]
             self.score = AdapterScore(channels, c.adapter_channels, c.camera_condition)
@@ -152,8 +155,16 @@ class VSD(GuidanceStrategy):
     def param_groups(self) -> list[ParamGroup]:
         """The score model (LoRA or adapter), with its own Adam settings and learning-rate schedule."""
         c = self.config
-        return [ParamGroup("score_model", list(self.score.parameters()), c.adapter_lr, c.adapter_betas, c.adapter_eps,
-                           weight_decay=0.0)]
+        return [
+            ParamGroup(
+                "score_model",
+                list(self.score.parameters()),
+                c.adapter_lr,
+                c.adapter_betas,
+                c.adapter_eps,
+                weight_decay=0.0,
+            )
+        ]
 
     def eps_phi(
         self, x_t: Tensor, t: Tensor, e_y: Tensor, cameras: Cameras, eps_prior: Tensor | None = None
@@ -173,15 +184,17 @@ class VSD(GuidanceStrategy):
         e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale,
-                          n.space(prior.prediction_type))
+            eps_cfg = guide(
+                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.space(prior.prediction_type)
+            )
             phi = self.eps_phi(n.x_t, n.t, e_y, inp.cameras, eps_y)
             grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - phi)
         loss = residual_loss(n.z, grad)
         # the adapter's own diffusion loss on the detached renders, at fresh (t', eps')
         lo, hi = c.score_t_range
-        t2, eps2 = draw_noise(inp.generator, tuple(n.z.shape), lo, hi, prior.num_train_timesteps,
-                              inp.batch_offset, inp.global_batch)
+        t2, eps2 = draw_noise(
+            inp.generator, tuple(n.z.shape), lo, hi, prior.num_train_timesteps, inp.batch_offset, inp.global_batch
+        )
         t2, eps2 = t2.to(n.z.device), eps2.to(n.z)
         a2, s2 = prior.alpha_sigma(t2)
         x2 = broadcast(a2, n.z) * n.z.detach() + broadcast(s2, n.z) * eps2

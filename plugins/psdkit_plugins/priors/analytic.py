@@ -75,10 +75,15 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
         vocab = sorted({w for o in self.objects for w in o.words})
         self.text = TinyTextEncoder(vocab, config.max_tokens, config.token_dim)
         self.register_buffer("keys", self.text.keys([o.words for o in self.objects]))
-        betas = torch.linspace(
-            math.sqrt(config.beta_start), math.sqrt(config.beta_end),
-            config.num_train_timesteps, dtype=torch.float64,
-        ) ** 2
+        betas = (
+            torch.linspace(
+                math.sqrt(config.beta_start),
+                math.sqrt(config.beta_end),
+                config.num_train_timesteps,
+                dtype=torch.float64,
+            )
+            ** 2
+        )
         self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float())
         self._cache: tuple[tuple, Tensor] | None = None
 
@@ -109,8 +114,11 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
         """
         r, b = self.config.resolution, len(cameras)
         c2w, fov = cameras.c2w.detach().cpu(), cameras.fov_y.detach().cpu()
-        period = next(p for p in range(1, b + 1) if b % p == 0 and torch.equal(c2w[p:], c2w[:-p])
-                      and torch.equal(fov[p:], fov[:-p]))
+        period = next(
+            p
+            for p in range(1, b + 1)
+            if b % p == 0 and torch.equal(c2w[p:], c2w[:-p]) and torch.equal(fov[p:], fov[:-p])
+        )
         key = (c2w[:period].numpy().tobytes(), fov[:period].numpy().tobytes(), r)
         if self._cache is None or self._cache[0] != key:
             cams = cameras.split(period)[0].resized(r, r)
@@ -118,9 +126,7 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
             self._cache = (key, mu.to(self.keys.device))
         return self._cache[1].repeat(1, b // period, 1, 1, 1)
 
-    def predict_noise(
-        self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None
-    ) -> Tensor:
+    def predict_noise(self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None) -> Tensor:
         if cameras is None:
             raise ValueError("the analytic prior needs cameras: its data depend on the view")
         mu = self.means(cameras).to(x_t.dtype)  # [K, B, C, h, w]

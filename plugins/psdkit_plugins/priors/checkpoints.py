@@ -18,16 +18,27 @@ from psdkit.contracts.weights import WeightSize
 from psdkit_plugins.backbones.tokenizers import save_clip_tokenizer, save_t5_tokenizer, tiny_clip_text_config
 
 SD21_UNET = {
-    "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "sample_size": 64,
-    "cross_attention_dim": 1024, "attention_head_dim": (5, 10, 20, 20), "use_linear_projection": True,
-    "norm_num_groups": 32, "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "sample_size": 64,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": (5, 10, 20, 20),
+    "use_linear_projection": True,
+    "norm_num_groups": 32,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
 }
 SD_VAE = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 512}
 TINY_UNET = {
-    "block_out_channels": (32, 64), "layers_per_block": 1, "sample_size": 8,
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"), "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
-    "cross_attention_dim": 32, "attention_head_dim": (2, 4), "use_linear_projection": True, "norm_num_groups": 32,
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "sample_size": 8,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "cross_attention_dim": 32,
+    "attention_head_dim": (2, 4),
+    "use_linear_projection": True,
+    "norm_num_groups": 32,
 }
 TINY_VAE = {"block_out_channels": (8, 16, 32, 32), "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 64}
 
@@ -38,12 +49,25 @@ def _sd_text_config(size: WeightSize):
 
     if size == "tiny":
         return tiny_clip_text_config()
-    return CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-                          num_attention_heads=16, max_position_embeddings=77, projection_dim=512, hidden_act="gelu")
+    return CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=23,
+        num_attention_heads=16,
+        max_position_embeddings=77,
+        projection_dim=512,
+        hidden_act="gelu",
+    )
 
 
-def save_stable_diffusion(path: Path, size: WeightSize = "tiny", prediction_type: str = "epsilon", seed: int = 0,
-                          dtype: torch.dtype = torch.float32) -> Path:
+def save_stable_diffusion(
+    path: Path,
+    size: WeightSize = "tiny",
+    prediction_type: str = "epsilon",
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
     """A Stable-Diffusion-layout folder (model_index.json + unet, vae, text_encoder, tokenizer, scheduler) with
     random weights saved in ``dtype``: SD 2.1-base's architecture (``full``) or a 1.4M-parameter UNet (``tiny``),
     the tiny tokenizer (its ids fit any CLIP vocabulary) and a scaled-linear DDPM schedule."""
@@ -58,20 +82,44 @@ def save_stable_diffusion(path: Path, size: WeightSize = "tiny", prediction_type
         (model if dtype == torch.float32 else model.to(dtype)).save_pretrained(path / sub)
 
     save(UNet2DConditionModel(in_channels=4, out_channels=4, **unet), "unet")
-    save(AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 4,
-                       up_block_types=("UpDecoderBlock2D",) * 4, **vae), "vae")
+    save(
+        AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            **vae,
+        ),
+        "vae",
+    )
     save(CLIPTextModel(_sd_text_config(size)), "text_encoder")
     save_clip_tokenizer(path / "tokenizer")
-    DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                  prediction_type=prediction_type, clip_sample=False, steps_offset=1,
-                  ).save_pretrained(path / "scheduler")
-    (path / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
-        "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [None, None], "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-    }))
+    DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type=prediction_type,
+        clip_sample=False,
+        steps_offset=1,
+    ).save_pretrained(path / "scheduler")
+    (path / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "_diffusers_version": "0.30.0",
+                "scheduler": ["diffusers", "DDPMScheduler"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+                "safety_checker": [None, None],
+                "feature_extractor": [None, None],
+                "requires_safety_checker": False,
+            }
+        )
+    )
     return path
 
 
@@ -84,20 +132,46 @@ def save_deepfloyd_if(path: Path, seed: int = 0) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     tok = save_t5_tokenizer(path / "tokenizer")
     vocab = len(AutoTokenizer.from_pretrained(tok))
-    T5EncoderModel(T5Config(vocab_size=vocab, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
-                            pad_token_id=0, eos_token_id=1)).save_pretrained(path / "text_encoder")
+    T5EncoderModel(
+        T5Config(
+            vocab_size=vocab, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1
+        )
+    ).save_pretrained(path / "text_encoder")
     UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=3, out_channels=6,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=3,
+        out_channels=6,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, encoder_hid_dim=16,
-        encoder_hid_dim_type="text_proj", attention_head_dim=(2, 4), norm_num_groups=32,
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        encoder_hid_dim=16,
+        encoder_hid_dim_type="text_proj",
+        attention_head_dim=(2, 4),
+        norm_num_groups=32,
     ).save_pretrained(path / "unet")
-    DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
-                  variance_type="learned_range", clip_sample=False).save_pretrained(path / "scheduler")
-    (path / "model_index.json").write_text(json.dumps({
-        "_class_name": "IFPipeline", "_diffusers_version": "0.30.0", "scheduler": ["diffusers", "DDPMScheduler"],
-        "text_encoder": ["transformers", "T5EncoderModel"], "tokenizer": ["transformers", "T5TokenizerFast"],
-        "unet": ["diffusers", "UNet2DConditionModel"], "safety_checker": [None, None],
-        "feature_extractor": [None, None], "watermarker": [None, None], "requires_safety_checker": False,
-    }))
+    DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="epsilon",
+        variance_type="learned_range",
+        clip_sample=False,
+    ).save_pretrained(path / "scheduler")
+    (path / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "IFPipeline",
+                "_diffusers_version": "0.30.0",
+                "scheduler": ["diffusers", "DDPMScheduler"],
+                "text_encoder": ["transformers", "T5EncoderModel"],
+                "tokenizer": ["transformers", "T5TokenizerFast"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "safety_checker": [None, None],
+                "feature_extractor": [None, None],
+                "watermarker": [None, None],
+                "requires_safety_checker": False,
+            }
+        )
+    )
     return path

@@ -84,20 +84,33 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
         self.tokenizer = AutoTokenizer.from_pretrained(ref, subfolder="tokenizer", **kw)
         sched = DDPMScheduler.from_pretrained(ref, subfolder="scheduler", **kw)
         self.register_buffer("alphas_cumprod", sched.alphas_cumprod.float().clone(), persistent=False)
-        self.prediction_type = pick_prediction_type(config.prediction_type, sched.config.prediction_type,
-                                                    "prior.config.prediction_type")
+        self.prediction_type = pick_prediction_type(
+            config.prediction_type, sched.config.prediction_type, "prior.config.prediction_type"
+        )
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> Tensor:
-        tok = self.tokenizer(prompts, padding="max_length", max_length=self.config.max_length, truncation=True,
-                             add_special_tokens=True, return_tensors="pt")
+        tok = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.config.max_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
         dev = next(self.text_encoder.parameters()).device
         return self.text_encoder(tok.input_ids.to(dev), attention_mask=tok.attention_mask.to(dev))[0]
 
     def encode_text(self, prompts: list[str]) -> Tensor:
         c = self.config
-        cache = TextCache(c.text_cache, model=c.model, revision=c.revision, dtype=self.dtype_,
-                          max_length=c.max_length, encoder=type(self.text_encoder).__name__)
+        cache = TextCache(
+            c.text_cache,
+            model=c.model,
+            revision=c.revision,
+            dtype=self.dtype_,
+            max_length=c.max_length,
+            encoder=type(self.text_encoder).__name__,
+        )
         emb = cache.encode(prompts, self._encode)
         if self.config.offload_text_encoder:
             self.text_encoder.to("cpu")
@@ -112,9 +125,7 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
     def decode(self, latents: Tensor) -> Tensor:
         return (latents * 0.5 + 0.5).clamp(0, 1)
 
-    def predict_noise(
-        self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None
-    ) -> Tensor:
+    def predict_noise(self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None) -> Tensor:
         out = self.unet(x_t.to(self.dtype_), t, encoder_hidden_states=text_emb.to(self.dtype_)).sample
         out = out[:, : x_t.shape[1]].float()  # the learned variance follows the prediction
         if self.prediction_type == "epsilon":

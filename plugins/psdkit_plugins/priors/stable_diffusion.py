@@ -61,9 +61,7 @@ class StableDiffusionConfig(CompileConfig):
     """What the UNet predicts; auto: the checkpoint's scheduler config says (v_prediction for SD 2.x 768)."""
 
 
-class StableDiffusionPrior(
-    UNetAdapters, TrainableAdapter, OffloadedTextEncoder, CumprodSchedule, DiffusionPrior
-):
+class StableDiffusionPrior(UNetAdapters, TrainableAdapter, OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
     """Stable Diffusion's UNet as an eps-predicting prior over VAE latents."""
 
     Config = StableDiffusionConfig
@@ -99,8 +97,9 @@ class StableDiffusionPrior(
         self.text_encoder = CLIPTextModel.from_pretrained(ref, subfolder="text_encoder", torch_dtype=dtype, **kw)
         self.tokenizer = CLIPTokenizer.from_pretrained(ref, subfolder="tokenizer", **kw)
         sched = DDPMScheduler.from_pretrained(ref, subfolder="scheduler", **kw)
-        self.prediction_type = pick_prediction_type(config.prediction_type, sched.config.prediction_type,
-                                                    "prior.config.prediction_type")
+        self.prediction_type = pick_prediction_type(
+            config.prediction_type, sched.config.prediction_type, "prior.config.prediction_type"
+        )
         self.register_buffer("alphas_cumprod", sched.alphas_cumprod.float().clone(), persistent=False)
         self.register_buffer("latent_rgb", torch.tensor(LATENT_RGB), persistent=False)
         if config.attention == "eager":
@@ -120,14 +119,25 @@ class StableDiffusionPrior(
     # ---- text --------------------------------------------------------------------------------
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> Tensor:
-        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
+        ids = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
         return self.text_encoder(ids.to(self.text_encoder.device))[0]
 
     def encode_text(self, prompts: list[str]) -> Tensor:
         c = self.config
-        cache = TextCache(c.text_cache, model=c.model, revision=c.revision, dtype=self.dtype_,
-                          max_length=self.tokenizer.model_max_length, encoder=type(self.text_encoder).__name__)
+        cache = TextCache(
+            c.text_cache,
+            model=c.model,
+            revision=c.revision,
+            dtype=self.dtype_,
+            max_length=self.tokenizer.model_max_length,
+            encoder=type(self.text_encoder).__name__,
+        )
         emb = cache.encode(prompts, self._encode)
         if self.config.offload_text_encoder:
             self.text_encoder.to("cpu")
@@ -155,9 +165,7 @@ class StableDiffusionPrior(
         return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
 
     # ---- noise -------------------------------------------------------------------------------
-    def predict_noise(
-        self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None
-    ) -> Tensor:
+    def predict_noise(self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None) -> Tensor:
         x = self._layout(x_t.to(self.dtype_))
         out = self.unet(x, t, encoder_hidden_states=text_emb.to(self.dtype_)).sample.float()
         if self.prediction_type == "epsilon":

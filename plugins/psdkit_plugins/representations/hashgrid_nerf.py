@@ -119,11 +119,17 @@ class HashGridNeRF(Representation):
 
         c = self.config
         growth = math.exp((math.log(c.finest_resolution) - math.log(c.base_resolution)) / max(c.levels - 1, 1))
-        return tcnn.Encoding(3, {
-            "otype": "HashGrid", "n_levels": c.levels, "n_features_per_level": c.features_per_level,
-            "log2_hashmap_size": c.log2_table_size, "base_resolution": c.base_resolution,
-            "per_level_scale": growth,
-        })
+        return tcnn.Encoding(
+            3,
+            {
+                "otype": "HashGrid",
+                "n_levels": c.levels,
+                "n_features_per_level": c.features_per_level,
+                "log2_hashmap_size": c.log2_table_size,
+                "base_resolution": c.base_resolution,
+                "per_level_scale": growth,
+            },
+        )
 
     @property
     def bound(self) -> float:
@@ -154,5 +160,7 @@ class HashGridNeRF(Representation):
     def param_groups(self) -> list[ParamGroup]:
         """The hash table and the MLP, each at its own constant learning rate (the recipe's Adam settings)."""
         enc = list(self.encoding.parameters()) if self.backend == "tcnn" else [self.table]
-        return [ParamGroup("encoding", enc, Schedule(self.config.lr_encoding)),
-                ParamGroup("network", list(self.mlp.parameters()), Schedule(self.config.lr_network))]
+        return [
+            ParamGroup("encoding", enc, Schedule(self.config.lr_encoding)),
+            ParamGroup("network", list(self.mlp.parameters()), Schedule(self.config.lr_network)),
+        ]

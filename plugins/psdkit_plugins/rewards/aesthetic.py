@@ -48,8 +48,10 @@ class AestheticReward(RewardModel):
     @classmethod
     def required_weights(cls, config: AestheticConfig) -> list[tuple[str, bool]]:
         """(weights, present locally) for the CLIP model and the head."""
-        return [(config.clip, hub.status(config.clip, "config.json")),
-                (f"{config.head}/{config.head_file}", hub.file_status(config.head, config.head_file))]
+        return [
+            (config.clip, hub.status(config.clip, "config.json")),
+            (f"{config.head}/{config.head_file}", hub.file_status(config.head, config.head_file)),
+        ]
 
     @classmethod
     def random_weights(cls, config: AestheticConfig, folder: Path, size: WeightSize) -> list[str]:

@@ -12,14 +12,36 @@ import torch
 from psdkit.contracts.weights import WeightSize
 from psdkit_plugins.backbones.tokenizers import save_bert_tokenizer, save_clip_tokenizer, tiny_clip_text_config
 
-BLIP_VIT_L = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-              "image_size": 224, "patch_size": 16}
-BERT_BASE = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-             "max_position_embeddings": 512}
-TINY_VIT = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "image_size": 32, "patch_size": 8}
-TINY_BERT = {"hidden_size": 24, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "max_position_embeddings": 64}
+BLIP_VIT_L = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 224,
+    "patch_size": 16,
+}
+BERT_BASE = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 512,
+}
+TINY_VIT = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
+TINY_BERT = {
+    "hidden_size": 24,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 64,
+}
 
 
 def save_clip(path: Path, image_size: int = 32, seed: int = 0) -> Path:
@@ -28,8 +50,16 @@ def save_clip(path: Path, image_size: int = 32, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     text = tiny_clip_text_config().to_dict()
-    vision = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "image_size": image_size, "patch_size": 8, "projection_dim": 32, "hidden_act": "gelu"}
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": image_size,
+        "patch_size": 8,
+        "projection_dim": 32,
+        "hidden_act": "gelu",
+    }
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(path)
     save_clip_tokenizer(path)
     return path
@@ -67,8 +97,9 @@ def save_hpsv2(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def save_imagereward(folder: Path, size: WeightSize = "tiny", seed: int = 0,
-                     dtype: torch.dtype = torch.float32) -> Path:
+def save_imagereward(
+    folder: Path, size: WeightSize = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32
+) -> Path:
     """An ``ImageReward.pt`` with random weights and the original's full key set (BLIP ViT + BERT with
     cross-attention, the text encoder's position ids, BLIP's two contrastive projections, the MLP head), plus
     the tiny BERT tokenizer in ``tokenizer/``. ``full``: BLIP ViT-L/16 + BERT-base (heads 16 and 12);
@@ -83,8 +114,9 @@ def save_imagereward(folder: Path, size: WeightSize = "tiny", seed: int = 0,
     tok = save_bert_tokenizer(folder / "tokenizer")
     vocab = len(BertTokenizer.from_pretrained(tok)) + 2 if size == "tiny" else 30524  # + [DEC], [ENC]
     vis = BlipVisionModel(BlipVisionConfig(layer_norm_eps=1e-6, **vision))
-    txt = BlipTextModel(BlipTextConfig(vocab_size=vocab, encoder_hidden_size=vision["hidden_size"], **text),
-                        add_pooling_layer=False)
+    txt = BlipTextModel(
+        BlipTextConfig(vocab_size=vocab, encoder_hidden_size=vision["hidden_size"], **text), add_pooling_layer=False
+    )
     state = {f"blip.visual_encoder.{k}": v for k, v in hf_to_vit(vis.state_dict()).items()}
     state.update({f"blip.text_encoder.{k}": v for k, v in txt.state_dict().items()})
     # saved by the original BLIP_Pretrain besides: the text encoder's position-id buffer and the two

@@ -52,8 +52,10 @@ class HPSv2(RewardModel):
     def required_weights(cls, config: HPSv2Config) -> list[tuple[str, bool]]:
         """(weights, present locally) for the checkpoint and the tokenizer."""
         ckpt = FILES[config.version]
-        return [(f"{config.checkpoint}/{ckpt}", hub.file_status(config.checkpoint, ckpt)),
-                (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json"))]
+        return [
+            (f"{config.checkpoint}/{ckpt}", hub.file_status(config.checkpoint, ckpt)),
+            (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json")),
+        ]
 
     @classmethod
     def random_weights(cls, config: HPSv2Config, folder: Path, size: WeightSize) -> list[str]:
@@ -63,8 +65,13 @@ class HPSv2(RewardModel):
         from psdkit_plugins.rewards.checkpoints import save_hpsv2
 
         save_hpsv2(folder)
-        return [f"checkpoint={folder}", "version=v2.1", f"tokenizer={folder / 'clip'}", "vision_heads=4",
-                "text_heads=4"]
+        return [
+            f"checkpoint={folder}",
+            "version=v2.1",
+            f"tokenizer={folder / 'clip'}",
+            "vision_heads=4",
+            "text_heads=4",
+        ]
 
     def __init__(self, config: HPSv2Config) -> None:
         super().__init__(config)

@@ -55,9 +55,13 @@ class ImageReward(RewardModel):
     @classmethod
     def required_weights(cls, config: ImageRewardConfig) -> list[tuple[str, bool]]:
         """(weights, present locally) for the checkpoint and the tokenizer."""
-        return [(f"{config.checkpoint}/{config.checkpoint_file}",
-                 hub.file_status(config.checkpoint, config.checkpoint_file)),
-                (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json"))]
+        return [
+            (
+                f"{config.checkpoint}/{config.checkpoint_file}",
+                hub.file_status(config.checkpoint, config.checkpoint_file),
+            ),
+            (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json")),
+        ]
 
     @classmethod
     def random_weights(cls, config: ImageRewardConfig, folder: Path, size: WeightSize) -> list[str]:
@@ -84,8 +88,10 @@ class ImageReward(RewardModel):
             missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
             unexpected = [k for k in result.unexpected_keys if k not in HARMLESS[side]]
             if missing or unexpected:
-                raise PluginError(f"{what}: {path} does not match BLIP's {side} encoder: missing {missing[:5]}, "
-                                  f"unexpected {unexpected[:5]}")
+                raise PluginError(
+                    f"{what}: {path} does not match BLIP's {side} encoder: missing {missing[:5]}, "
+                    f"unexpected {unexpected[:5]}"
+                )
         self.mlp = head_from_state_dict(split(state, "mlp."))
         speed_up_towers(nn.ModuleList([self.vision, self.text]), config, [self.vision, self.text])
         self.requires_grad_(False).eval()
@@ -96,10 +102,14 @@ class ImageReward(RewardModel):
     def forward(self, images: Tensor, prompts: list[str]) -> Tensor:
         pixels = preprocess(images, self.vision.config.image_size, "torchvision").to(self.vision.dtype)
         image_embeds = self.vision(pixel_values=pixels).last_hidden_state
-        tok = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.config.max_length,
-                             return_tensors="pt")
-        out = self.text(input_ids=tok.input_ids.to(images.device), attention_mask=self._mask(tok.attention_mask,
-                        images.device), encoder_hidden_states=image_embeds)
+        tok = self.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=self.config.max_length, return_tensors="pt"
+        )
+        out = self.text(
+            input_ids=tok.input_ids.to(images.device),
+            attention_mask=self._mask(tok.attention_mask, images.device),
+            encoder_hidden_states=image_embeds,
+        )
         reward = self.mlp(out.last_hidden_state[:, 0].float()).squeeze(-1)
         return (reward - MEAN) / STD
 

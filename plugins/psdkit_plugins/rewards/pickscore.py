@@ -36,8 +36,10 @@ class PickScore(RewardModel):
     @classmethod
     def required_weights(cls, config: PickScoreConfig) -> list[tuple[str, bool]]:
         """(model, present locally) for the model and the tokenizer."""
-        return [(config.model, hub.status(config.model, "config.json")),
-                (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json"))]
+        return [
+            (config.model, hub.status(config.model, "config.json")),
+            (config.tokenizer, hub.status(config.tokenizer, "tokenizer_config.json")),
+        ]
 
     @classmethod
     def random_weights(cls, config: PickScoreConfig, folder: Path, size: WeightSize) -> list[str]:
