@@ -2,9 +2,13 @@
 # Prepared GPU run for issue 5 (figures go to docs/benchmarks.md). Two calls of under 10 minutes each:
 #   bash scripts/gpu_bench.sh core       hash grid, reference step, all fast paths eager, all fast paths compiled
 #   bash scripts/gpu_bench.sh switches   each fast path alone on top of the reference
-# The lent machines have no network and no diffusers/trimesh/PyMCubes/imageio-ffmpeg, so carry wheels:
-#   here:    pip download --no-deps -d .gpu-wheels diffusers trimesh PyMCubes imageio-ffmpeg
+# The lent machines have no network and no diffusers/trimesh/PyMCubes, so carry wheels (Python 3.12 there;
+# imageio-ffmpeg is not needed and, at 68 MB, over the carry limit):
+#   here:    pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#              --platform any -d .gpu-wheels diffusers trimesh PyMCubes importlib_metadata
 #   device:  command "bash scripts/gpu_bench.sh core", carry [".gpu-wheels"], timeout_s 590
+# Measured on one H200 (docs/benchmarks.md): core took 400 s; switches needs about 330 s (8 runs of ~40 s), more
+# than the 285 s a 15-minute lease had left after core, so its reference now runs first.
 # Everything it measures lands in $OUT (JSON per figure, and log.txt).
 set -uo pipefail
 OUT=${OUT:-gpu-out}
@@ -22,13 +26,13 @@ REF="guidance.config.batch_conditionings=false representation.config.backend=tor
 SPEED="psdkit bench speed recipes/psd_nerf.yaml --random-weights --device cuda"
 
 if [ "$PART" = switches ]; then
+  timeout 75 $SPEED --steps 10 --warmup 3 --json "$OUT/switch_reference.json" $REF
   for switch in "guidance.config.batch_conditionings=true" "representation.config.backend=triton" \
       "prior.config.channels_last=true" "reward.config.dtype=bf16" "reward.config.patch_embed=matmul" \
       "guidance.config.reward_decode_size=32" "guidance.config.neg_every=2"; do
     name=$(echo "$switch" | sed 's/.*config\.//; s/=/-/')
     timeout 75 $SPEED --steps 10 --warmup 3 --json "$OUT/switch_$name.json" $REF "$switch"
   done
-  timeout 75 $SPEED --steps 10 --warmup 3 --json "$OUT/switch_reference.json" $REF
 else
 
 # 1. Hash encoding at psd_nerf's size (1 view x 64 x 64 rays x 64 samples, 16 levels x 2^19): each
