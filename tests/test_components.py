@@ -152,3 +152,18 @@ def test_image_renderer_shows_the_image_and_refuses_fields():
     assert image.logits.grad.abs().sum() > 0
     with pytest.raises(PluginError, match=r"renderer 'image' needs an image representation"):
         renderer(tiny.tiny_field(), tiny.tiny_cameras(1, 8), tiny.tiny_background())
+
+
+def test_volume_renderer_owns_the_opacity_regularizers():
+    field = tiny.tiny_field()
+    out = tiny.make("renderer", "volume", num_samples=8, occupancy=False)(
+        field, tiny.tiny_cameras(2, 8), tiny.tiny_background()
+    )
+    assert tiny.make("renderer", "volume").regularizers(out) == {}  # weights default to 0: no terms
+    terms = tiny.make("renderer", "volume", opacity_sparsity=2.0, opacity_entropy=0.5).regularizers(out)
+    assert set(terms) == {"sparsity", "entropy"}
+    assert torch.allclose(terms["sparsity"], 2.0 * out.opacity.mean())
+    a = out.opacity.clamp(1e-5, 1 - 1e-5)
+    assert torch.allclose(terms["entropy"], 0.5 * (-(a * a.log() + (1 - a) * (1 - a).log())).mean())
+    terms["sparsity"].backward()
+    assert field.table.grad is not None and field.table.grad.abs().sum() > 0

@@ -160,3 +160,13 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path, recipes_dir):
     assert load_recipe(path, ["optim.eps=2E-6"]).schema.optim.eps == 2e-6
     with pytest.raises(RecipeError, match="optim.eps: expected a number"):
         load_recipe(path, ["optim.eps=1e-8x"])
+
+
+def test_the_old_loss_section_says_where_the_regularizers_went(tmp_path, recipes_dir):
+    path = quickstart_with(tmp_path, recipes_dir, "loss:\n  opacity_sparsity: 0.1\n")
+    with pytest.raises(
+        RecipeError,
+        match=r"^loss: the render regularizers moved to the renderer: set "
+        r"renderer\.config\.opacity_sparsity",
+    ):
+        load_recipe(path)
