@@ -7,10 +7,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from psdkit.contracts.prior import PREDICTION_TYPES, PredictionType
 from psdkit.errors import PluginError
+from psdkit.text_cache import TextCache
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -21,11 +22,35 @@ def pick_dtype(name: str) -> torch.dtype:
 
 
 class OffloadedTextEncoder:
-    """Mixin: keeps ``self.text_encoder`` on the CPU when ``config.offload_text_encoder`` is set, even when
-    the prior is moved to a device (prompts are encoded once, before training)."""
+    """Mixin of the diffusers priors: prompts are encoded once, before training, through the disk cache;
+    ``self.text_encoder`` then stays on the CPU when ``config.offload_text_encoder`` is set, even when the prior
+    is moved to a device. The prior provides ``_encode(prompts) -> [B, L, D]``, ``dtype_`` and
+    ``alphas_cumprod``."""
 
     config: Any
     text_encoder: Any
+    dtype_: torch.dtype
+    alphas_cumprod: Tensor
+
+    def _encode(self, prompts: list[str]) -> Tensor:
+        raise NotImplementedError
+
+    def encode_cached(self, prompts: list[str], max_length: int) -> Tensor:
+        """[B, L, D] embeddings of ``prompts`` on the prior's device, from the cache where present (keyed on
+        everything that changes them: model, revision, dtype, token length, encoder class)."""
+        c = self.config
+        cache = TextCache(
+            c.text_cache,
+            model=c.model,
+            revision=c.revision,
+            dtype=self.dtype_,
+            max_length=max_length,
+            encoder=type(self.text_encoder).__name__,
+        )
+        emb = cache.encode(prompts, self._encode)
+        if c.offload_text_encoder:
+            self.text_encoder.to("cpu")
+        return emb.to(self.alphas_cumprod.device)
 
     def _apply(self, fn, recurse: bool = True):
         result = super()._apply(fn, recurse)  # type: ignore[misc]  # a mixin of an nn.Module

@@ -20,7 +20,6 @@ from psdkit.contracts import Cameras, DiffusionPrior
 from psdkit.contracts.prior import CumprodSchedule
 from psdkit.contracts.weights import WeightSize
 from psdkit.ops.distill import from_native
-from psdkit.text_cache import TextCache
 from psdkit_plugins.backbones.diffusers import OffloadedTextEncoder, pick_dtype, pick_prediction_type
 
 GATED = "DeepFloyd IF is released under a licence you must accept once"
@@ -102,19 +101,7 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
         return self.text_encoder(tok.input_ids.to(dev), attention_mask=tok.attention_mask.to(dev))[0]
 
     def encode_text(self, prompts: list[str]) -> Tensor:
-        c = self.config
-        cache = TextCache(
-            c.text_cache,
-            model=c.model,
-            revision=c.revision,
-            dtype=self.dtype_,
-            max_length=c.max_length,
-            encoder=type(self.text_encoder).__name__,
-        )
-        emb = cache.encode(prompts, self._encode)
-        if self.config.offload_text_encoder:
-            self.text_encoder.to("cpu")
-        return emb.to(self.alphas_cumprod.device)
+        return self.encode_cached(prompts, self.config.max_length)
 
     def encode_images(self, images: Tensor) -> Tensor:
         r = self.config.resolution

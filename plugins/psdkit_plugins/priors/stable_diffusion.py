@@ -24,7 +24,6 @@ from psdkit.contracts.prior import CumprodSchedule
 from psdkit.contracts.weights import WeightSize
 from psdkit.ops.distill import from_native
 from psdkit.ops.speed import CompileConfig, compile_modules, to_channels_last
-from psdkit.text_cache import TextCache
 from psdkit_plugins.backbones.diffusers import OffloadedTextEncoder, UNetAdapters, pick_dtype, pick_prediction_type
 
 # Linear latent -> RGB approximation of SD's VAE (rows: latent channels), used by ``latents: direct``.
@@ -129,19 +128,7 @@ class StableDiffusionPrior(UNetAdapters, TrainableAdapter, OffloadedTextEncoder,
         return self.text_encoder(ids.to(self.text_encoder.device))[0]
 
     def encode_text(self, prompts: list[str]) -> Tensor:
-        c = self.config
-        cache = TextCache(
-            c.text_cache,
-            model=c.model,
-            revision=c.revision,
-            dtype=self.dtype_,
-            max_length=self.tokenizer.model_max_length,
-            encoder=type(self.text_encoder).__name__,
-        )
-        emb = cache.encode(prompts, self._encode)
-        if self.config.offload_text_encoder:
-            self.text_encoder.to("cpu")
-        return emb.to(self.alphas_cumprod.device)
+        return self.encode_cached(prompts, self.tokenizer.model_max_length)
 
     # ---- images ------------------------------------------------------------------------------
     def encode_images(self, images: Tensor) -> Tensor:
