@@ -54,6 +54,15 @@ def image_reward() -> ImageReward:
     )
 
 
+def step_input(images: torch.Tensor, seed: int, step: int = 0, max_steps: int = 10, camera_seed: int = 0):
+    """A strategy's input for ``images`` [B, 3, H, W]: B tiny cameras, every view the first label."""
+    b = images.shape[0]
+    cams = tiny.tiny_cameras(b, 16, seed=camera_seed)
+    return GuidanceInput(
+        images, cams, torch.zeros(b, dtype=torch.long), step, max_steps, torch.Generator().manual_seed(seed)
+    )
+
+
 def noised(prior, b: int = 2, t=(150, 400), seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     z = prior.encode_images(torch.rand(b, 3, 64, 64, generator=g) * 0.6 + 0.2)
@@ -194,11 +203,7 @@ def psd_neg_grad(prior, reward, **cfg) -> torch.Tensor:
     psd = PSD(build_config(PSD.Config, {"reward_t_max": 1.0, "guidance_scale": 7.5, **cfg}, ""))
     psd.setup(GuidanceContext(prior=prior, reward=reward, cond=cond))
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    out = psd(
-        GuidanceInput(
-            images, tiny.tiny_cameras(2, 16), torch.zeros(2, dtype=torch.long), 0, 10, torch.Generator().manual_seed(0)
-        )
-    )
+    out = psd(step_input(images, seed=0))
     (grad,) = torch.autograd.grad(out.loss, psd.neg_emb)
     return grad
 
@@ -265,16 +270,7 @@ def test_reward_guidance_scale_changes_only_the_reward_branch():
         psd = PSD(build_config(PSD.Config, {"reward_t_max": 1.0, "guidance_scale": 20.0, **cfg}, ""))
         psd.setup(ctx)
         images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)).requires_grad_()
-        out = psd(
-            GuidanceInput(
-                images,
-                tiny.tiny_cameras(2, 16),
-                torch.zeros(2, dtype=torch.long),
-                0,
-                10,
-                torch.Generator().manual_seed(1),
-            )
-        )
+        out = psd(step_input(images, seed=1))
         return torch.autograd.grad(out.loss, [images, psd.neg_emb])
 
     img_a, neg_a = step()
@@ -340,14 +336,7 @@ def test_rho_stays_at_one_during_warm_up_and_off_the_bounds_after():
     rhos = []
     for step in range(40):
         images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(step))
-        inp = GuidanceInput(
-            images,
-            tiny.tiny_cameras(1, 16, seed=step),
-            torch.zeros(1, dtype=torch.long),
-            step,
-            40,
-            torch.Generator().manual_seed(step),
-        )
+        inp = step_input(images, seed=step, step=step, max_steps=40, camera_seed=step)
         rhos.append(psd(inp).logs["rho"].item())
     assert psd.reward_stats.count.item() == 40
     assert all(r == 1.0 for r in rhos[:7]), rhos[:8]
@@ -367,16 +356,7 @@ def test_alpha_bar_gate_is_an_absolute_weight():
         psd = PSD(build_config(PSD.Config, {"reward_t_max": 1.0, "reward_gate": gate, "t_min": 0.3, "t_max": 0.3}, ""))
         psd.setup(ctx)
         images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-        out = psd(
-            GuidanceInput(
-                images,
-                tiny.tiny_cameras(2, 16),
-                torch.zeros(2, dtype=torch.long),
-                0,
-                10,
-                torch.Generator().manual_seed(4),
-            )
-        )
+        out = psd(step_input(images, seed=4))
         return torch.autograd.grad(out.loss, psd.neg_emb)[0]
 
     hard, soft = neg_grad("hard"), neg_grad("alpha_bar")

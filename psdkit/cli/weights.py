@@ -13,8 +13,9 @@ def report_weights(recipe_path: str) -> int:
     components = [*recipe.components.values(), *recipe.eval_rewards]
     declared = declared_weights(components)
     for comp in components:
-        if not any(c is comp for c, _, _ in declared):
+        items = [(item, present) for c, item, present in declared if c is comp]
+        if not items:
             print(f"  {comp.key:<16} {comp.info.name}: no weights needed")
-        for _, item, present in (d for d in declared if d[0] is comp):
+        for item, present in items:
             print(f"  {comp.key:<16} {comp.info.name}: {item} {'present' if present else 'MISSING'}")
     return 1 if any(not present for _, _, present in declared) else 0

@@ -8,7 +8,7 @@ prior's own space ("latents": VAE latents for Stable Diffusion, pixels in [-1, 1
 from __future__ import annotations
 
 import abc
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import Tensor
 
@@ -17,7 +17,7 @@ from psdkit.contracts.component import Component
 from psdkit.contracts.weights import LoadsWeights
 
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
-PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
+PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
 
 
 class DiffusionPrior(Component, LoadsWeights, abc.ABC):

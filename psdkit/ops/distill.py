@@ -179,9 +179,13 @@ class Noised:
     x_t: Tensor
     """[copies * B, ...] ``alpha * sg(z) + sigma * eps`` (no gradient to the representation)."""
 
-    def space(self, kind: str) -> NativeSpace:
-        """The native prediction space (``kind``: the prior's ``prediction_type``) at ``x_t`` and ``t``."""
-        return NativeSpace(kind, self.x_t, self.alpha, self.sigma)
+    prediction_type: str = "epsilon"
+    """The prior's ``prediction_type`` (what its network natively predicts)."""
+
+    @property
+    def space(self) -> NativeSpace:
+        """The prior's native prediction space at ``x_t`` and ``t`` (where CFG rescale is computed)."""
+        return NativeSpace(self.prediction_type, self.x_t, self.alpha, self.sigma)
 
     @property
     def z_copies(self) -> Tensor:
@@ -208,4 +212,5 @@ def forward_noise(prior: Any, inp: Any, t_lo: float, t_hi: float, copies: int = 
     t, eps = t.to(z.device), eps.to(z)
     alpha, sigma = prior.alpha_sigma(t)
     z_rep = z.detach().repeat(copies, *([1] * (z.dim() - 1)))
-    return Noised(z, t, eps, alpha, sigma, broadcast(alpha, z_rep) * z_rep + broadcast(sigma, z_rep) * eps)
+    x_t = broadcast(alpha, z_rep) * z_rep + broadcast(sigma, z_rep) * eps
+    return Noised(z, t, eps, alpha, sigma, x_t, prior.prediction_type)

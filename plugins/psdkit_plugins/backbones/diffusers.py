@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from psdkit.contracts.prior import PREDICTION_TYPES, PredictionType
 from psdkit.errors import PluginError
+from psdkit.ops.distill import from_native
 from psdkit.text_cache import TextCache
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -69,6 +70,14 @@ def pick_prediction_type(configured: str, scheduler: str, where: str) -> Predict
             f"set {where} to one of {', '.join(PREDICTION_TYPES)} if its scheduler config is wrong"
         )
     return cast(PredictionType, kind)
+
+
+def eps_from_output(prior: Any, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    """eps [B, C, h, w] from the network's native output ``out`` (``prior.prediction_type``) at ``x_t``, ``t``."""
+    if prior.prediction_type == "epsilon":
+        return out
+    alpha, sigma = prior.alpha_sigma(t)
+    return from_native(out, x_t, alpha, sigma, prior.prediction_type)
 
 
 def set_lora(module: nn.Module, on: bool) -> None:

@@ -44,9 +44,7 @@ class DreamDPO(GuidanceStrategy):
         e_y, e_b = cfg_embeddings(cond, vi, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], cams, c.batch_conditionings)
-            eps_cfg = guide(
-                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.space(prior.prediction_type)
-            )
+            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.space)
             images = prior.decode(prior.predict_x0(n.x_t, n.t, eps_cfg))
             scores = reward(images, inp.reward_prompts(cond, 2)).view(2, b)
             first_wins = scores[0] >= scores[1]

@@ -199,7 +199,7 @@ class PSD(GuidanceStrategy):
         n_noise = 2 if (update and c.neg_loss == "pairwise") else 1
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step), copies=n_noise)
         texts = inp.reward_prompts(self.ctx.cond, n_noise)
-        space = n.space(prior.prediction_type)
+        space = n.space
         if update:
             self.loss_scale.update()
         pred = self._predict(n.x_t, n.t, inp.view_index.repeat(n_noise), inp.cameras.repeat(n_noise), update)

@@ -19,8 +19,7 @@ from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
 from psdkit.contracts.prior import CumprodSchedule
 from psdkit.contracts.weights import WeightSize
-from psdkit.ops.distill import from_native
-from psdkit_plugins.backbones.diffusers import OffloadedTextEncoder, pick_dtype, pick_prediction_type
+from psdkit_plugins.backbones.diffusers import OffloadedTextEncoder, eps_from_output, pick_dtype, pick_prediction_type
 
 GATED = "DeepFloyd IF is released under a licence you must accept once"
 
@@ -115,6 +114,4 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
     def predict_noise(self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None) -> Tensor:
         out = self.unet(x_t.to(self.dtype_), t, encoder_hidden_states=text_emb.to(self.dtype_)).sample
         out = out[:, : x_t.shape[1]].float()  # the learned variance follows the prediction
-        if self.prediction_type == "epsilon":
-            return out
-        return from_native(out, x_t, *self.alpha_sigma(t), self.prediction_type)
+        return eps_from_output(self, out, x_t, t)

@@ -22,9 +22,14 @@ from psdkit.contracts import Cameras, DiffusionPrior
 from psdkit.contracts.capabilities import TrainableAdapter
 from psdkit.contracts.prior import CumprodSchedule
 from psdkit.contracts.weights import WeightSize
-from psdkit.ops.distill import from_native
 from psdkit.ops.speed import CompileConfig, compile_modules, to_channels_last
-from psdkit_plugins.backbones.diffusers import OffloadedTextEncoder, UNetAdapters, pick_dtype, pick_prediction_type
+from psdkit_plugins.backbones.diffusers import (
+    OffloadedTextEncoder,
+    UNetAdapters,
+    eps_from_output,
+    pick_dtype,
+    pick_prediction_type,
+)
 
 # Linear latent -> RGB approximation of SD's VAE (rows: latent channels), used by ``latents: direct``.
 LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
@@ -155,6 +160,4 @@ class StableDiffusionPrior(UNetAdapters, TrainableAdapter, OffloadedTextEncoder,
     def predict_noise(self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None) -> Tensor:
         x = self._layout(x_t.to(self.dtype_))
         out = self.unet(x, t, encoder_hidden_states=text_emb.to(self.dtype_)).sample.float()
-        if self.prediction_type == "epsilon":
-            return out
-        return from_native(out, x_t, *self.alpha_sigma(t), self.prediction_type)
+        return eps_from_output(self, out, x_t, t)
