@@ -6,6 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 
+class PsdkitWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints it on one line)."""
+
+
 class PsdkitError(Exception):
     """Base of every error psdkit raises on purpose (the CLI prints these without a traceback)."""
 

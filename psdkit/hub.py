@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from psdkit.errors import MissingWeightsError
+from psdkit.errors import MissingWeightsError, PluginError
 
 HUB_HOST = "huggingface.co"
 
@@ -142,12 +142,34 @@ def declared_weights(components: list[Any]) -> list[tuple[Any, str, bool]]:
     ]
 
 
+def missing_extras(components: list[Any]) -> list[str]:
+    """One line per Python package a component needs that is not installed, with the pip command."""
+    from psdkit.contracts.weights import LoadsWeights, missing_packages
+
+    return [
+        f"{comp.key} ({comp.info.name}) needs the Python package {mod}: pip install '{req}'"
+        for comp in components
+        if issubclass(comp.cls, LoadsWeights)
+        for mod, req in missing_packages(comp.cls)
+    ]
+
+
+DOWNLOAD_HINT = (
+    "Download them on a machine with network (huggingface-cli download REPO [FILE]) and copy the "
+    "Hugging Face cache here (or set HF_HOME), or point the recipe keys at local folders/files."
+)
+
+
 def preflight(components: list[Any]) -> None:
-    """Fail before any model loads if weights are missing and cannot be downloaded now.
+    """Fail before any model loads if a package the components need is missing, or weights are missing and
+    cannot be downloaded now.
 
     ``components`` are resolved recipe components (``cls``, ``config``, ``key``, ``info``); priors and rewards
     declare their weights with :meth:`~psdkit.contracts.weights.LoadsWeights.required_weights`.
     """
+    extras = missing_extras(components)
+    if extras:
+        raise PluginError("\n".join(extras))
     missing = []
     for comp, item, present in declared_weights(components):
         if not present:
@@ -160,7 +182,5 @@ def preflight(components: list[Any]) -> None:
         + why
         + ":\n"
         + "\n".join(missing)
-        + "\nDownload them on a machine with network (huggingface-cli download REPO [FILE]) and copy the "
-        "Hugging Face cache here (or set HF_HOME), or point the recipe keys at local folders/files. "
-        "`psdkit doctor RECIPE` lists what is present."
+        + f"\n{DOWNLOAD_HINT} `psdkit doctor RECIPE` lists what is present."
     )

@@ -21,13 +21,15 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from psdkit.config.recipe import load_recipe, read_yaml
+from psdkit.config.recipe import check_run_name, load_recipe, read_yaml
 from psdkit.config.schema import build_config, knob
-from psdkit.errors import PsdkitError, RecipeError, TrainingInterrupted
+from psdkit.errors import PsdkitError, RecipeError, RunDirError, TrainingInterrupted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +110,7 @@ class SweepSpec:
     """Search method (bayes: W&B only)."""
     name: str = "sweep"
     """Sweep name; local trials go to <output.root>/<name>/trial-NNN."""
-    count: int | None = knob(None, ge=1)
+    count: int | None = knob(None, ge=1, le=100_000)
     """Trials for random search."""
     seed: int = 0
     """Seed of the local random search."""
@@ -135,19 +137,38 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Path]:
 
 
 def expand(spec: SweepSpec, method: str, count: int | None = None) -> list[dict[str, Any]]:
-    """The trials of a local sweep: every combination (grid) or ``count`` random draws."""
+    """The trials of a local sweep: every combination (grid) or ``count`` distinct random draws.
+
+    Random search draws without replacement: a space of only discrete values yields each combination at
+    most once (so ``count`` above its size gives the whole space), and repeated draws of ranges are redrawn.
+    """
     keys = sorted(spec.parameters)
     if method == "grid":
         ranged = [k for k in keys if spec.parameters[k].values is None and spec.parameters[k].value is None]
         if ranged:
             raise RecipeError(f"parameters.{ranged[0]}", "a grid needs `values` (ranges only work with random)")
-        grids = [spec.parameters[k].candidates() for k in keys]
-        return [dict(zip(keys, combo)) for combo in itertools.product(*grids)]
+        return _product(spec, keys)
     n = count or spec.count
     if n is None:
         raise RecipeError("count", "a random sweep needs count (in the file or --count)")
     rng = random.Random(spec.seed)
-    return [{k: spec.parameters[k].sample(rng) for k in keys} for _ in range(n)]
+    if all(spec.parameters[k].values is not None or spec.parameters[k].value is not None for k in keys):
+        space = _product(spec, keys)
+        return [space[i] for i in rng.sample(range(len(space)), min(n, len(space)))]
+    trials: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for _ in range(100 * n):
+        trial = {k: spec.parameters[k].sample(rng) for k in keys}
+        if json.dumps(trial, sort_keys=True, default=str) not in seen:
+            seen.add(json.dumps(trial, sort_keys=True, default=str))
+            trials.append(trial)
+        if len(trials) == n:
+            break
+    return trials
+
+
+def _product(spec: SweepSpec, keys: list[str]) -> list[dict[str, Any]]:
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(spec.parameters[k].candidates() for k in keys))]
 
 
 def to_overrides(params: dict[str, Any]) -> list[str]:
@@ -170,6 +191,48 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
     return float(node) if isinstance(node, (int, float)) else None
 
 
+SWEEP_MARKER = ".psdkit-sweep"
+"""File that marks a directory as a local sweep's (``--overwrite`` only removes those)."""
+
+
+def sweep_dir(spec: SweepSpec, recipe: Path, out_root: Path | None, extra: list[str] | None) -> Path:
+    """``<out or the recipe's output.root>/<sweep name>``."""
+    check_run_name(spec.name, "name")
+    return (out_root or Path(load_recipe(recipe, extra).schema.output.root)) / spec.name
+
+
+def prepare_sweep_dir(root: Path, trials: list[dict[str, Any]], overwrite: bool, resume: bool) -> dict[int, Any]:
+    """Check (and for ``overwrite`` empty) the sweep's directory; returns the finished trials to keep.
+
+    Raises:
+        RunDirError: the directory exists without ``overwrite``/``resume``, is not a sweep's, or holds a sweep
+            whose trials differ from these (the sweep file changed).
+    """
+    exists = root.is_dir() and any(root.iterdir())
+    if exists and not (root / SWEEP_MARKER).is_file():
+        raise RunDirError(f"{root} exists and is not a psdkit sweep directory (no {SWEEP_MARKER}); set another name")
+    if not exists or overwrite:
+        if exists:
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / SWEEP_MARKER).write_text("")
+        return {}
+    if not resume:
+        raise RunDirError(
+            f"sweep directory {root} already exists; --resume finishes it (skips finished trials), --overwrite "
+            f"replaces it, or set another name: in the sweep file or --out"
+        )
+    done = json.loads((root / "sweep.json").read_text()).get("trials", []) if (root / "sweep.json").is_file() else []
+    for entry in done:
+        i = entry.get("trial")
+        if not isinstance(i, int) or i >= len(trials) or entry.get("params") != json.loads(json.dumps(trials[i])):
+            raise RunDirError(
+                f"{root}: trial {i} was run with other parameters than the sweep file now gives; "
+                "resume with the original sweep file, or --overwrite"
+            )
+    return {e["trial"]: e for e in done if e.get("metric") is not None}
+
+
 def run_local(
     spec: SweepSpec,
     recipe: Path,
@@ -177,19 +240,31 @@ def run_local(
     count: int | None,
     out_root: Path | None = None,
     extra: list[str] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run every trial in this process; writes ``<root>/<name>/sweep.json``. Failed trials are recorded."""
+    """Run every trial in this process; writes ``<root>/<name>/sweep.json``. Failed trials are recorded.
+
+    A resumed sweep keeps finished trials, continues an interrupted trial from its checkpoint and runs the rest.
+    """
     from psdkit.run.fit import FitOptions, fit
+    from psdkit.run.rundir import usable_checkpoint
 
     trials = expand(spec, method, count)
-    base = load_recipe(recipe, extra)
-    root = (out_root or Path(base.schema.output.root)) / spec.name
+    root = sweep_dir(spec, recipe, out_root, extra)
+    finished = prepare_sweep_dir(root, trials, overwrite, resume)
     results: list[dict[str, Any]] = []
     for i, params in enumerate(trials):
+        if i in finished:
+            results.append(finished[i])
+            continue
         overrides = [*(extra or []), *to_overrides(params), f"name={spec.name}-{i:03d}"]
         entry: dict[str, Any] = {"trial": i, "params": params}
+        run_dir = root / f"trial-{i:03d}"
+        again = resume and usable_checkpoint(run_dir / "checkpoints") is not None
+        opts = FitOptions(run_dir=run_dir, overwrite=True, resume=str(run_dir) if again else None)
         try:
-            res = fit(load_recipe(recipe, overrides), FitOptions(run_dir=root / f"trial-{i:03d}", overwrite=True))
+            res = fit(load_recipe(recipe, overrides), opts)
             assert res is not None, "a local sweep runs on one process"
             entry.update(run_dir=str(res.run_dir), metric=metric_value(res.metrics, spec.metric.name))
         except TrainingInterrupted as err:  # Ctrl+C / SIGTERM stops the sweep, not just this trial
@@ -205,9 +280,10 @@ def run_local(
 
 def _write(root: Path, spec: SweepSpec, results: list[dict[str, Any]]) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "sweep.json").write_text(
-        json.dumps({"metric": dataclasses.asdict(spec.metric), "trials": results}, indent=2, default=str)
-    )
+    text = json.dumps({"metric": dataclasses.asdict(spec.metric), "trials": results}, indent=2, default=str)
+    tmp = root / ".sweep.json.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, root / "sweep.json")
 
 
 def wandb_config(spec: SweepSpec, recipe: Path) -> dict[str, Any]:

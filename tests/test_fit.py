@@ -105,15 +105,23 @@ def test_run_directory_contents(tmp_path, monkeypatch):
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path):
+    """Without --overwrite nothing is replaced; with it, only a psdkit run directory (its marker) is."""
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", TINY)
     run = tmp_path / "run"
     run.mkdir()
     (run / "keep.txt").write_text("finished work")
-    with pytest.raises(RunDirError, match=r"already exists; pass --overwrite"):
+    with pytest.raises(RunDirError, match=r"already exists; name=<other> to write elsewhere"):
         fit(recipe, FitOptions(run_dir=run))
+    with pytest.raises(RunDirError, match=r"is not a psdkit run directory"):
+        fit(recipe, FitOptions(run_dir=run, overwrite=True))
     assert (run / "keep.txt").read_text() == "finished work"
-    fit(recipe, FitOptions(run_dir=run, overwrite=True))
-    assert not (run / "keep.txt").exists() and (run / "metrics.json").is_file()
+    done = tmp_path / "done"
+    fit(recipe, FitOptions(run_dir=done))
+    (done / "keep.txt").write_text("left over")
+    with pytest.raises(RunDirError, match=r"already exists; pass --overwrite to replace it"):
+        fit(recipe, FitOptions(run_dir=done))
+    fit(recipe, FitOptions(run_dir=done, overwrite=True))
+    assert not (done / "keep.txt").exists() and (done / "metrics.json").is_file()
 
 
 def test_seeded_runs_are_reproducible(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -228,31 +227,38 @@ def test_torch_preprocessing_matches_clip_image_processor():
 
 
 def test_missing_weights_fail_fast_offline(monkeypatch):
+    """Offline, a missing model is a clear error at once: no download is tried (the test blocks sockets)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
     with pytest.raises(MissingWeightsError, match=r"(?s)cannot load 'nobody/no-such-model'.*huggingface-cli download"):
         StableDiffusionPrior(build_config(StableDiffusionPrior.Config, {"model": "nobody/no-such-model"}, ""))
     with pytest.raises(MissingWeightsError, match=r"(?s)reward aesthetic: .*no-such/repo"):
         AestheticReward(AestheticReward.Config(clip=str(TINY["clip"]), head="no-such/repo"))
-    assert time.perf_counter() - start < 5
 
 
-def test_psd_nerf_without_weights_exits_fast_and_writes_nothing(tmp_path):
+def test_psd_nerf_without_weights_exits_before_loading_and_writes_nothing(tmp_path):
+    """Missing weights are reported by the pre-flight check: no model module is imported, nothing is fetched
+    or written. (How fast that is belongs to the benchmarks, not to a test.)"""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    start = time.perf_counter()
+    probe = (
+        "import sys, runpy; sys.argv = ['psdkit', 'fit', sys.argv[1]]\n"
+        "try:\n    runpy.run_module('psdkit.cli.main', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('diffusers', 'open_clip'))\n"
+        "    print('LOADED', loaded, file=sys.stderr); raise\n"
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "psdkit.cli.main", "fit", str(ROOT / "recipes" / "psd_nerf.yaml")],
+        [sys.executable, "-c", probe, str(ROOT / "recipes" / "psd_nerf.yaml")],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         env=env,
-        timeout=60,
+        timeout=120,
     )
-    elapsed = time.perf_counter() - start
     assert proc.returncode == 3, proc.stderr
     assert "stabilityai/stable-diffusion-2-1-base" in proc.stderr and "huggingface-cli download" in proc.stderr
-    assert elapsed < 10, f"took {elapsed:.1f} s"
-    assert not (tmp_path / "runs").exists()
+    assert "LOADED []" in proc.stderr, "no model library is imported before the weights are known to be there"
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["hf"])
+    assert not [p for p in (tmp_path / "hf").rglob("*") if p.is_file()], "nothing is downloaded or cached"
 
 
 def test_vsd_lora_on_the_stable_diffusion_unet():

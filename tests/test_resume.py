@@ -35,7 +35,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path):
 def test_corrupt_last_checkpoint_falls_back(tmp_path):
     import pytest
 
-    from psdkit.run.fit import usable_checkpoint
+    from psdkit.run.rundir import usable_checkpoint
 
     run_fit_script(tmp_path, 1, 1, "trainer.max_steps=4", "trainer.val_every=2", "trainer.ckpt_every=2")
     ckpts = tmp_path / "run" / "checkpoints"

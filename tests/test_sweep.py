@@ -6,27 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_overrides import TINY_QUICKSTART
 
 from psdkit.cli.main import main
 from psdkit.errors import RecipeError
 from psdkit.sweep import expand, load_sweep, metric_value, wandb_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "trainer.max_steps=2",
-    "trainer.progress=false",
-    "trainer.threads=1",
-    "camera.config.batch_size=1",
-    "camera.config.height=16",
-    "camera.config.width=16",
-    "prior.config.resolution=16",
-    "renderer.config.num_samples=8",
-    "output.eval_views=2",
-    "output.eval_resolution=16",
-    "output.video_views=0",
-    "output.mesh=false",
-    "logger.name=none",
-]
+TINY = [*TINY_QUICKSTART, "trainer.max_steps=2", "logger.name=none"]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -121,3 +108,36 @@ def test_interrupt_stops_the_sweep(tmp_path, monkeypatch):
     assert len(calls) == 1
     summary = json.loads((tmp_path / "out" / "s" / "sweep.json").read_text())
     assert len(summary["trials"]) == 1 and "stopped at step 3" in summary["trials"][0]["error"]
+
+
+def test_random_search_draws_distinct_trials():
+    spec, _ = load_sweep(ROOT / "sweeps" / "prompts.yaml")
+    for n in (2, 3, 5):
+        drawn = [t["prompt.text"] for t in expand(spec, "random", n)]
+        assert len(drawn) == n == len(set(drawn)), drawn
+    assert len(expand(spec, "random", 50)) == 5, "a space of 5 gives at most 5 distinct trials"
+    spec, _ = load_sweep(ROOT / "sweeps" / "psd_scale_lr_seed.yaml")
+    assert len({json.dumps(t, sort_keys=True) for t in expand(spec, "random", 8)}) == 8
+
+
+def test_local_sweep_owns_its_directory_and_resumes(tmp_path, capsys):
+    sweep = write(tmp_path, "name: twice\nmetric: {name: train_reward}\nparameters:\n  seed: {values: [0, 1]}\n")
+    argv = ["sweep", str(sweep), "--local", "random", "--count", "2", "--out", str(tmp_path / "out"), *TINY]
+    root = tmp_path / "out" / "twice"
+    assert main(argv) == 0
+    first = json.loads((root / "sweep.json").read_text())
+    finished = {p: p.stat().st_mtime_ns for p in root.rglob("metrics.json")}
+    assert len(finished) == 2 and {t["params"]["seed"] for t in first["trials"]} == {0, 1}
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "already exists; --resume finishes it" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("metrics.json")} == finished
+    # an interrupted sweep: trial 1 never finished
+    (root / "sweep.json").write_text(json.dumps({**first, "trials": first["trials"][:1]}))
+    assert main([*argv, "--resume"]) == 0
+    again = json.loads((root / "sweep.json").read_text())
+    assert [t["params"] for t in again["trials"]] == [t["params"] for t in first["trials"]]
+    trial0 = next(p for p in finished if "trial-000" in str(p))
+    assert trial0.stat().st_mtime_ns == finished[trial0], "a finished trial is not run again"
+    assert main([*argv, "--overwrite"]) == 0
+    assert all(p.stat().st_mtime_ns != t for p, t in finished.items())

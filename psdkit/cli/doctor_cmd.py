@@ -47,8 +47,14 @@ def doctor(args: argparse.Namespace) -> int:
     print("fast paths:")
     for name, active, why in fast_paths():
         print(f"  {name:<12} {'on ' if active else 'off'}  {why}")
+    from psdkit.cli.plugins_cmd import broken_plugins
+
+    broken = broken_plugins()
+    print(f"plugins: {'all import' if not broken else f'{len(broken)} BROKEN'}")
+    for (kind, name), why in broken.items():
+        print(f"  BROKEN {kind} {name}: {why}")
     if args.recipe:
         from psdkit.cli.weights import report_weights
 
-        return report_weights(args.recipe)
-    return 0
+        return max(report_weights(args.recipe), 1 if broken else 0)
+    return 1 if broken else 0

@@ -6,6 +6,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+import yaml
+
 from psdkit.config.recipe import load_recipe
 
 
@@ -16,7 +18,11 @@ def run_fit(args: argparse.Namespace) -> int:
 
     preflight([*recipe.components.values(), *recipe.eval_rewards])
     if args.validate_only:
-        print(f"{args.recipe}: ok ({', '.join(f'{k}={c.info.name}' for k, c in recipe.components.items())})")
+        from psdkit.run.resources import check_step_memory
+
+        check_step_memory(recipe)
+        print(yaml.safe_dump(recipe.to_dict(), sort_keys=False), end="")
+        print(f"# {args.recipe}: ok ({', '.join(f'{k}={c.info.name}' for k, c in recipe.components.items())})")
         return 0
     from psdkit.run.fit import FitOptions, fit
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import psdkit
-from psdkit.errors import PsdkitError
+from psdkit.errors import PsdkitError, PsdkitWarning
 
 
 def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
@@ -25,7 +26,7 @@ def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
 def _add_fit(sub: Any) -> None:
     fit = sub.add_parser("fit", help="train a recipe")
     fit.add_argument("recipe", help="recipe YAML file")
-    fit.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    fit.add_argument("overrides", nargs="*", default=[], help="key.path=value overrides")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     fit.add_argument(
         "--resume",
@@ -39,8 +40,9 @@ def _add_fit(sub: Any) -> None:
 
 
 def _add_inspection(sub: Any) -> None:
-    plugins = sub.add_parser("plugins", help="list installed components (imports nothing)")
-    plugins.add_argument("kind", nargs="?", help="only this kind")
+    plugins = sub.add_parser("plugins", help="list installed components and mark those that fail to import")
+    plugins.add_argument("kind", nargs="?", help="only this kind (reward or rewards, ...)")
+    plugins.add_argument("--fast", action="store_true", help="read the metadata only: import and check nothing")
     plugins.set_defaults(func=_lazy("psdkit.cli.plugins_cmd:list_plugins"))
     show = sub.add_parser("show", help="document one plugin's config")
     show.add_argument("kind")
@@ -51,12 +53,40 @@ def _add_inspection(sub: Any) -> None:
     doctor.set_defaults(func=_lazy("psdkit.cli.doctor_cmd:doctor"))
 
 
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, found {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, found {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
 def _add_eval(sub: Any) -> None:
     ev = sub.add_parser("eval", help="score finished runs (eval.json, contact sheet, reward-hacking flag)")
     ev.add_argument("runs", nargs="+", help="run directories")
     ev.add_argument("--rewards", nargs="+", help="reward plugins to score with (default: the recipe's)")
-    ev.add_argument("--views", type=int, default=8, help="orbit views to render")
-    ev.add_argument("--resolution", type=int, default=128, help="side of the renders, pixels")
+    ev.add_argument(
+        "--views",
+        type=positive_int,
+        help="orbit views to render (default: the run's output.eval_views, as metrics.json)",
+    )
+    ev.add_argument(
+        "--resolution",
+        type=positive_int,
+        help="side of the renders, pixels (default: the run's output.eval_resolution, as metrics.json)",
+    )
     ev.add_argument("--compare", action="store_true", help="print one table of all runs")
     ev.set_defaults(func=_lazy("psdkit.cli.eval_cmd:evaluate_runs"))
     _add_bench(sub)
@@ -72,14 +102,14 @@ def _add_bench(sub: Any) -> None:
         default=["recipes/quickstart.yaml", "recipes/quickstart_sds.yaml"],
         help="recipes to compare",
     )
-    align.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per recipe")
+    align.add_argument("--seeds", type=positive_int, default=5, help="seeds 0..N-1 per recipe")
     align.add_argument("--json", help="write the rows and summary here")
     align.add_argument("--plot", help="write a PNG scatter of held-out reward against prior fit here")
-    align.add_argument("--jobs", type=int, default=1, help="runs in parallel (worker processes)")
-    align.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every run")
+    align.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (worker processes)")
+    align.add_argument("overrides", nargs="*", default=[], help="key.path=value overrides applied to every run")
     speed = which.add_parser("speed", help="ms per training step of a recipe, split by component")
     speed.add_argument("recipe", help="recipe YAML file")
-    speed.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    speed.add_argument("overrides", nargs="*", default=[], help="key.path=value overrides")
     speed.add_argument(
         "--random-weights",
         nargs="?",
@@ -88,16 +118,18 @@ def _add_bench(sub: Any) -> None:
         help="build the recipe's real architectures with random weights (no download): full "
         "(published size, default) or tiny",
     )
-    speed.add_argument("--steps", type=int, default=20, help="timed steps per phase")
-    speed.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation happens here)")
+    speed.add_argument("--steps", type=positive_int, default=20, help="timed steps per phase")
+    speed.add_argument(
+        "--warmup", type=non_negative_int, default=3, help="untimed first steps (compilation happens here)"
+    )
     speed.add_argument("--device", choices=["cpu", "cuda", "gpu"], help="default: the recipe's trainer.accelerator")
     speed.add_argument("--json", help="write the report here")
     grid = which.add_parser("hashgrid", help="hash-encoding forward + backward: every implementation")
-    grid.add_argument("--points", type=int, default=131072, help="points encoded")
-    grid.add_argument("--levels", type=int, default=12, help="resolution levels")
-    grid.add_argument("--log2-table", type=int, default=15, help="log2 of the entries per level")
-    grid.add_argument("--features", type=int, default=2, help="features per entry")
-    grid.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
+    grid.add_argument("--points", type=positive_int, default=131072, help="points encoded")
+    grid.add_argument("--levels", type=positive_int, default=12, help="resolution levels")
+    grid.add_argument("--log2-table", type=positive_int, default=15, help="log2 of the entries per level")
+    grid.add_argument("--features", type=positive_int, default=2, help="features per entry")
+    grid.add_argument("--repeats", type=positive_int, default=5, help="timed repeats (median reported)")
     grid.add_argument("--device", default="cpu", help="cpu or cuda")
     grid.add_argument("--only", nargs="+", help="only these implementations")
     grid.add_argument("--json", help="write the result here")
@@ -107,17 +139,19 @@ def _add_bench(sub: Any) -> None:
 def _add_sweeps(sub: Any) -> None:
     sweep = sub.add_parser("sweep", help="validate and run a sweep (locally, or create it on W&B)")
     sweep.add_argument("sweep", help="sweep YAML file")
-    sweep.add_argument("overrides", nargs="*", help="key.path=value overrides applied to every trial")
+    sweep.add_argument("overrides", nargs="*", default=[], help="key.path=value overrides applied to every trial")
     sweep.add_argument("--local", choices=["grid", "random"], help="run here without a W&B server")
-    sweep.add_argument("--count", type=int, help="trials of a random sweep")
+    sweep.add_argument("--count", type=positive_int, help="trials of a random sweep")
     sweep.add_argument("--out", help="parent folder of the sweep's runs (default: the recipe's output.root)")
     sweep.add_argument("--dry-run", action="store_true", help="validate and list the trials only")
+    sweep.add_argument("--overwrite", action="store_true", help="replace an existing local sweep directory")
+    sweep.add_argument("--resume", action="store_true", help="finish an existing local sweep (skips finished trials)")
     sweep.add_argument("--project", default="psdkit", help="W&B project")
     sweep.add_argument("--entity", help="W&B entity")
     sweep.set_defaults(func=_lazy("psdkit.cli.sweep_cmd:sweep"))
     agent = sub.add_parser("agent", help="run trials of a W&B sweep")
     agent.add_argument("sweep_id")
-    agent.add_argument("--count", type=int, help="trials to run (default: until the sweep ends)")
+    agent.add_argument("--count", type=positive_int, help="trials to run (default: until the sweep ends)")
     agent.add_argument("--project", default="psdkit", help="W&B project")
     agent.add_argument("--entity", help="W&B entity")
     agent.set_defaults(func=_lazy("psdkit.cli.sweep_cmd:agent"))
@@ -134,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_default_formatwarning = warnings.formatwarning
+
+
+def _format_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    """psdkit's own warnings on one line (``psdkit: warning: ...``); others as Python writes them."""
+    if issubclass(category, PsdkitWarning):
+        return f"psdkit: warning: {message}\n"
+    return _default_formatwarning(message, category, *args, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (2 for bad input, no traceback unless --debug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -146,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     args.argv = argv
+    warnings.formatwarning = _format_warning
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -11,19 +11,45 @@ from psdkit.errors import PluginError
 from psdkit.registry import KINDS, default_registry
 
 
-def list_plugins(args: argparse.Namespace) -> int:
-    """Print installed plugins by kind with distribution and version (reads metadata only)."""
+def kind_of(name: str) -> str:
+    """A component kind from its name or its entry-point group's last part (``rewards`` -> ``reward``)."""
+    for kind, (group, _) in KINDS.items():
+        if name in (kind, group, group.rsplit(".", 1)[-1]):
+            return kind
+    raise PluginError(f"unknown kind {name!r}; kinds: {', '.join(KINDS)}")
+
+
+def broken_plugins(kinds: list[str] | None = None) -> dict[tuple[str, str], str]:
+    """(kind, name) -> why, for every installed plugin that fails to import or to validate."""
     reg = default_registry()
-    kinds = [args.kind] if args.kind else list(KINDS)
+    broken = {}
+    for kind in kinds or list(KINDS):
+        for info in reg.info(kind):
+            try:
+                reg.load(kind, info.name)
+            except PluginError as err:
+                broken[(kind, info.name)] = str(err).split(": ", 1)[-1] if "failed to import" in str(err) else str(err)
+    return broken
+
+
+def list_plugins(args: argparse.Namespace) -> int:
+    """Print installed plugins by kind with distribution and version; mark those that fail to import.
+
+    With ``--fast`` only the metadata is read (nothing is imported, nothing is checked). Exits 1 if a plugin
+    is broken.
+    """
+    reg = default_registry()
+    kinds = [kind_of(args.kind)] if args.kind else list(KINDS)
+    broken = {} if args.fast else broken_plugins(kinds)
     for kind in kinds:
-        if kind not in KINDS:
-            raise PluginError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
         print(f"{kind} ({KINDS[kind][0]}):")
         for info in reg.info(kind):
-            print(f"  {info.name:<20} {info.dist} {info.version}  [{info.value}]")
+            why = broken.get((kind, info.name))
+            mark = f"  BROKEN: {why}" if why else ""
+            print(f"  {info.name:<20} {info.dist} {info.version}  [{info.value}]{mark}")
         if not reg.info(kind):
             print("  (none)")
-    return 0
+    return 1 if broken else 0
 
 
 def show_value(value: object) -> str:
@@ -58,9 +84,10 @@ def describe_config(cls: type) -> list[str]:
 def show_plugin(args: argparse.Namespace) -> int:
     """Print a plugin's origin, docstring and config fields."""
     reg = default_registry()
-    info = reg.get_info(args.kind, args.name)
-    cls = reg.load(args.kind, args.name)
-    print(f"{args.kind} {info.describe()}")
+    kind = kind_of(args.kind)
+    info = reg.get_info(kind, args.name)
+    cls = reg.load(kind, args.name)
+    print(f"{kind} {info.describe()}")
     doc = (cls.__doc__ or "").strip()
     if doc:
         print(f"  {doc.splitlines()[0]}")

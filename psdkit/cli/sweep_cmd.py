@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from psdkit.errors import PsdkitError
+from psdkit.errors import RecipeError
 
 
 def sweep(args: argparse.Namespace) -> int:
@@ -15,16 +15,23 @@ def sweep(args: argparse.Namespace) -> int:
     spec, recipe = sw.load_sweep(args.sweep)
     if args.local:
         if spec.method == "bayes" and args.local == spec.method:
-            raise PsdkitError("bayes search needs the W&B server; use --local grid or --local random")
+            raise RecipeError(
+                "method", "bayes search needs the W&B server; run it with --local grid or --local random"
+            )
         trials = sw.expand(spec, args.local, args.count)
-        print(f"{len(trials)} trial(s) of {recipe.name}, all parameter values valid")
+        wanted = args.count or spec.count
+        short = (
+            f" (the space has only {len(trials)} distinct trials)"
+            if args.local == "random" and wanted and wanted > len(trials)
+            else ""
+        )
+        print(f"{len(trials)} trial(s) of {recipe.name}, all parameter values valid{short}")
         if args.dry_run:
             for i, t in enumerate(trials):
                 print(f"  {i:03d} {' '.join(sw.to_overrides(t))}")
             return 0
-        results = sw.run_local(
-            spec, recipe, args.local, args.count, Path(args.out) if args.out else None, args.overrides
-        )
+        out = Path(args.out) if args.out else None
+        results = sw.run_local(spec, recipe, args.local, args.count, out, args.overrides, args.overwrite, args.resume)
         sw.print_table(spec, results)
         return 0 if all(r.get("metric") is not None for r in results) else 1
     import wandb

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import yaml
 from psdkit.config import yaml_load
 from psdkit.config.recipe_schema import ComponentSpec, RecipeSchema
 from psdkit.config.schema import build_config, config_to_dict
-from psdkit.errors import PluginError, RecipeError
+from psdkit.errors import PluginError, PsdkitWarning, RecipeError
 from psdkit.registry import PluginInfo, Registry, default_registry
 
 #: recipe key -> component kind
@@ -71,14 +72,27 @@ class Recipe:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a recipe file into a mapping; errors name the file (and line)."""
+    if path.is_dir():
+        raise RecipeError(
+            str(path), "is a directory, not a recipe file (give a .yaml file, e.g. recipes/quickstart.yaml)"
+        )
     if not path.is_file():
         raise RecipeError(str(path), "recipe file not found")
     try:
-        data = yaml_load.load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise RecipeError(
+            str(path), f"not a UTF-8 text file (byte {err.start} cannot be decoded); is it a recipe?"
+        ) from err
+    except OSError as err:
+        raise RecipeError(str(path), f"cannot read the file ({err.strerror or err})") from err
+    try:
+        data = yaml_load.load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RecipeError(where, f"YAML syntax error: {getattr(err, 'problem', err)}") from err
+        kind = "YAML error" if isinstance(err, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise RecipeError(where, f"{kind}: {getattr(err, 'problem', None) or err}") from err
     if data is None:
         raise RecipeError(str(path), "the recipe is empty")
     if not isinstance(data, dict):
@@ -134,9 +148,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         leaf = parts[-1]
         is_component = len(parts) > 1 and isinstance(node, dict) and "config" in node
         if leaf == "name" and is_component and node.get("name") not in (None, value):
+            _warn_dropped(".".join(parts[:-1]), node, value)
             node["config"] = {}
         _set(node, leaf, value, key)
     return out
+
+
+def _warn_dropped(key: str, node: dict[str, Any], new: Any) -> None:
+    dropped = sorted(node["config"]) if isinstance(node.get("config"), dict) else []
+    if dropped:
+        warnings.warn(
+            f"{key}.name={new} replaces {node['name']}, so the recipe's {key}.config is dropped "
+            f"({', '.join(dropped)}); set any you still want after the name ({key}.config.KEY=VALUE)",
+            PsdkitWarning,
+            stacklevel=3,
+        )
 
 
 def _child(node: Any, part: str, path: str) -> Any:
@@ -175,6 +201,33 @@ def resolve_component(spec: ComponentSpec, key: str, kind: str, registry: Regist
     return ResolvedComponent(key, kind, registry.get_info(kind, spec.name), cls, config)
 
 
+def strip_provenance(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of recipe data without the ``plugin`` provenance a run's ``recipe.yaml`` records per component.
+
+    A run's resolved ``recipe.yaml`` is then a recipe again (``psdkit fit runs/x/recipe.yaml``).
+    """
+    out = copy.deepcopy(data)
+    evals = out.get("eval_rewards")
+    for value in [*out.values(), *(evals if isinstance(evals, list) else [])]:
+        if isinstance(value, dict) and isinstance(value.get("plugin"), dict) and "name" in value:
+            value.pop("plugin")
+    return out
+
+
+def check_run_name(name: str, path: str) -> None:
+    """A run name becomes one directory inside ``output.root``: non-empty, no separators, not ``.``/``..``."""
+    if not name.strip():
+        raise RecipeError(path, "a run name must not be empty (it names the run directory)", name)
+    bad = [c for c in ("/", "\\", "\0") if c in name]
+    if bad or name in (".", "..") or name != name.strip():
+        raise RecipeError(
+            path,
+            "a run name must be one directory name: no path separators, no surrounding spaces, not '.' or '..' "
+            "(use output.root to choose the parent folder)",
+            name,
+        )
+
+
 def validate(
     data: dict[str, Any], registry: Registry | None = None, source: str = "<dict>", overrides: tuple[str, ...] = ()
 ) -> Recipe:
@@ -187,7 +240,14 @@ def validate(
             "renderer.config.opacity_sparsity and renderer.config.opacity_entropy (volume renderer)",
             data["loss"],
         )
+    if isinstance(data, dict):
+        data = strip_provenance(data)
     schema = build_config(RecipeSchema, data, "")
+    check_run_name(schema.name, "name")
+    if not schema.output.root.strip():
+        raise RecipeError(
+            "output.root", "must not be empty (the parent folder of run directories)", schema.output.root
+        )
     comps = {}
     for key, kind in COMPONENT_KINDS.items():
         spec = getattr(schema, key)

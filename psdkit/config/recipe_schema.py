@@ -60,21 +60,21 @@ class OptimConfig:
 class TrainerConfig:
     """How long and where to train."""
 
-    max_steps: int = knob(400, ge=1)
+    max_steps: int = knob(400, ge=1, le=100_000_000)
     """Training steps."""
     accelerator: Literal["auto", "cpu", "gpu", "cuda"] = "auto"
     """Device kind."""
-    devices: int = knob(1, ge=1)
+    devices: int = knob(1, ge=1, le=4096)
     """Devices (processes) to use."""
     strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
     """Distribution strategy; ``ddp`` for several devices."""
-    num_nodes: int = knob(1, ge=1)
+    num_nodes: int = knob(1, ge=1, le=100_000)
     """Machines (multi-node through torchrun or SLURM)."""
     precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
     """Numeric precision of the trainable parts."""
     val_every: int = knob(100, ge=1)
     """Save a validation grid every this many steps."""
-    val_views: int = knob(4, ge=1)
+    val_views: int = knob(4, ge=1, le=256)
     """Views in a validation grid."""
     log_every: int = knob(10, ge=1)
     """Log scalars (and update the progress bar's loss) every this many steps: each is a device-to-host read."""
@@ -82,8 +82,11 @@ class TrainerConfig:
     """Also keep a step-numbered checkpoint every this many steps (0: only ``last.ckpt``)."""
     keep_checkpoints: int = knob(3, ge=1)
     """How many step-numbered checkpoints to keep."""
-    threads: int = knob(0, ge=0)
-    """CPU threads for torch (0: torch's default)."""
+    threads: int = knob(0, ge=0, le=4096)
+    """CPU threads for torch (0: the CPUs this process may use, by affinity and cgroup quota, shared by CPU DDP
+    processes)."""
+    memory_check: float = knob(0.9, ge=0.0, le=1.0)
+    """Refuse to start when a step's memory estimate exceeds this fraction of the memory available (0: no check)."""
     progress: bool = True
     """Show a progress bar with it/s and ETA."""
     skip_nonfinite: bool = True
@@ -98,15 +101,15 @@ class OutputConfig:
 
     root: str = "runs"
     """Parent folder of run directories; a run goes to ``<root>/<name>``."""
-    video_views: int = knob(60, ge=0)
+    video_views: int = knob(60, ge=0, le=100_000)
     """Frames of the turntable video (0: no video)."""
-    video_fps: int = knob(30, ge=1)
+    video_fps: int = knob(30, ge=1, le=1000)
     """Frame rate of the video."""
-    video_resolution: int = knob(128, ge=16)
+    video_resolution: int = knob(128, ge=16, le=4096)
     """Side of the video frames, pixels."""
-    eval_views: int = knob(8, ge=1)
+    eval_views: int = knob(8, ge=1, le=1024)
     """Views scored for metrics.json."""
-    eval_resolution: int = knob(64, ge=8)
+    eval_resolution: int = knob(64, ge=8, le=4096)
     """Side of the evaluation renders, pixels."""
     mesh: bool = True
     """Export a mesh (GLB and OBJ with vertex colours)."""
@@ -141,7 +144,7 @@ class RecipeSchema:
     """A whole recipe."""
 
     name: str
-    """Run name; also the run directory name."""
+    """Run name: the run directory's name inside ``output.root`` (one name: no path separators, not ``..``)."""
     prompt: PromptConfig
     """What to generate."""
     representation: ComponentSpec
@@ -160,7 +163,7 @@ class RecipeSchema:
     """Training reward plugin (needed by preference strategies)."""
     eval_rewards: tuple[ComponentSpec, ...] = ()
     """Held-out rewards scored at the end (never trained on)."""
-    seed: int = knob(0, ge=0)
+    seed: int = knob(0, ge=0, lt=2**63)
     """Seed of everything random."""
     optim: OptimConfig = OptimConfig()
     """Optimizer settings."""

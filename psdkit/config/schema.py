@@ -203,7 +203,7 @@ def _schedule(value: Any, path: str) -> Schedule:
     if isinstance(value, Schedule):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return Schedule(start=float(value))
+        return Schedule(start=_scalar(float, value, path))
     if isinstance(value, Mapping):
         sched = build_config(Schedule, value, path)
         if sched.end is not None and sched.to_step < sched.from_step:

@@ -127,6 +127,12 @@ class CameraSampler(abc.ABC):
         (batch size and resolution may depend on the step). Every rank draws the same global batch and
         renders its own slice, so views are spread over all ranks."""
 
+    def largest_batch(self) -> tuple[int, int, int]:
+        """(views, height, width) of the largest per-rank training batch (sizes the pre-start memory check).
+        Default: the batch of step 0."""
+        cams = self.sample(0, torch.Generator().manual_seed(0))
+        return len(cams), cams.height, cams.width
+
     @abc.abstractmethod
     def orbit(self, n: int, height: int | None = None, width: int | None = None) -> Cameras:
         """``n`` evaluation cameras evenly spaced in azimuth (a turntable)."""

@@ -41,6 +41,10 @@ class Renderer(Component, abc.ABC):
     ) -> RenderOutput:
         """Render ``cameras``; ``generator`` drives sample jitter during training (None: none)."""
 
+    def points_per_pixel(self) -> int:
+        """Most field queries per pixel of a training render (sizes the pre-start memory check). Default: 1."""
+        return 1
+
     def refresh(self, field: Representation, step: int) -> None:
         """Called before every training step (e.g. to refresh an occupancy grid). Default: nothing."""
 

@@ -44,6 +44,11 @@ class Representation(Component, abc.ABC):
     def param_groups(self) -> list[ParamGroup]:
         """The field's trainable parameters, grouped by optimizer settings and learning-rate schedule."""
 
+    def bytes_per_point(self) -> int:
+        """Activation memory (forward and backward) of one queried point, bytes: sizes the pre-start memory
+        check. Default: 0 (unknown; the check then counts parameters only)."""
+        return 0
+
     def set_progress(self, step: int, max_steps: int) -> None:
         """Called before every training step with the step about to run (coarse-to-fine schedules). Default:
         nothing."""

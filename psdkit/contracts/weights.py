@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 WeightSize = Literal["full", "tiny"]
 """``full``: the published architecture; ``tiny``: a toy size for CPU tests."""
@@ -13,6 +14,11 @@ class LoadsWeights:
     """Weight hooks of the prior and reward contracts. Both are classmethods: they run on the recipe's
     validated config before anything is built, so a missing checkpoint is reported before any weight loads.
     """
+
+    packages: ClassVar[dict[str, str]] = {}
+    """Python modules this component imports beyond psdkit's own dependencies, each with the pip requirement
+    that installs it (``{"diffusers": "psdkit[diffusers]"}``): ``psdkit doctor RECIPE`` and the pre-flight
+    check of ``psdkit fit`` name a missing one before anything loads. Default: none."""
 
     @classmethod
     def required_weights(cls, config: Any) -> list[tuple[str, bool]]:
@@ -27,6 +33,11 @@ class LoadsWeights:
         ``folder``, and return the config overrides (``key=value``, keys relative to the config) that load it.
         Used by ``psdkit bench speed --random-weights`` and by tests. Default: not supported."""
         raise NotImplementedError(f"{cls.__name__} cannot build random weights")
+
+
+def missing_packages(cls: type[LoadsWeights]) -> list[tuple[str, str]]:
+    """``(module, pip requirement)`` for each of ``cls.packages`` that cannot be imported here."""
+    return [(mod, req) for mod, req in cls.packages.items() if importlib.util.find_spec(mod) is None]
 
 
 def offers_random_weights(cls: type[LoadsWeights]) -> bool:

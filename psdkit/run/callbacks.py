@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ class AtomicCheckpoint(L.Callback):
         """Atomically write checkpoint ``name``; returns its path."""
         path = self.dir / name
         tmp = self.dir / f".{name}.tmp"
+        if trainer.logger is not None:  # logged rows reach the disk no later than the state they belong to
+            trainer.logger.save()
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, path)
@@ -55,6 +58,36 @@ class AtomicCheckpoint(L.Callback):
         """On Ctrl+C or SIGTERM, save ``last.ckpt`` before exiting (other errors keep the last periodic one)."""
         if isinstance(exception, (KeyboardInterrupt, SystemExit)):
             self.save(trainer, "last.ckpt")
+
+
+class TrainClock(L.Callback):
+    """Training time over every segment of a run: saved in each checkpoint, restored on resume."""
+
+    def __init__(self) -> None:
+        self.before = 0.0
+        """Seconds trained by earlier segments (from the checkpoint)."""
+        self.started: float | None = None
+        self.stopped: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started, self.stopped = time.perf_counter(), None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stopped = time.perf_counter()
+
+    def total(self) -> float:
+        """Seconds trained so far, this segment included."""
+        if self.started is None:
+            return self.before
+        return self.before + ((self.stopped or time.perf_counter()) - self.started)
+
+    def state_dict(self) -> dict[str, float]:
+        """Saved in every checkpoint: the training time so far."""
+        return {"train_time_s": self.total()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        """Restored on resume: the earlier segments' training time."""
+        self.before = float(state_dict.get("train_time_s", 0.0))
 
 
 class ValidationGrid(L.Callback):

@@ -10,10 +10,7 @@ import dataclasses
 import json
 import os
 import resource
-import shutil
 import sys
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +19,13 @@ import torch
 import yaml
 
 from psdkit.config.recipe import Recipe
-from psdkit.errors import OutOfMemory, RunDirError, TrainingDiverged, TrainingInterrupted
+from psdkit.errors import OutOfMemory, TrainingDiverged, TrainingInterrupted
+from psdkit.run import rundir
 from psdkit.run.build import build_components
-from psdkit.run.callbacks import AtomicCheckpoint, StepProgressBar, ValidationGrid
+from psdkit.run.callbacks import AtomicCheckpoint, StepProgressBar, TrainClock, ValidationGrid
 from psdkit.run.evaluate import evaluate
 from psdkit.run.export import export_mesh, export_video
+from psdkit.run.resources import check_step_memory, threads_per_process
 from psdkit.system import PSDSystem
 
 
@@ -55,37 +54,6 @@ class FitResult:
     files: dict[str, str]
 
 
-def plan_run_dir(recipe: Recipe, opts: FitOptions) -> tuple[Path, Path | None]:
-    """The run directory and the checkpoint to resume from; refuses to overwrite silently."""
-    run_dir = opts.run_dir or Path(recipe.schema.output.root) / recipe.schema.name
-    if opts.resume:
-        src = run_dir if opts.resume == "auto" else Path(opts.resume)
-        ckpt = usable_checkpoint(src / "checkpoints")
-        if ckpt is None:
-            if opts.resume == "auto":
-                return _fresh(run_dir, opts), None
-            raise RunDirError(f"{src}: nothing to resume (no readable checkpoint in {src / 'checkpoints'})")
-        return src, ckpt
-    return _fresh(run_dir, opts), None
-
-
-def usable_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest checkpoint that loads (``last.ckpt``, then numbered ones); warns about broken ones."""
-    candidates = [ckpt_dir / "last.ckpt", *sorted(ckpt_dir.glob("step-*.ckpt"), reverse=True)]
-    for path in candidates:
-        if not path.is_file():
-            continue
-        try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped the same way
-            warnings.warn(
-                f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); trying an older one", stacklevel=2
-            )
-            continue
-        return path
-    return None
-
-
 def launched_rank() -> int:
     """Global rank this process was launched as (0 for the process a user started)."""
     if "RANK" in os.environ:
@@ -93,42 +61,37 @@ def launched_rank() -> int:
     return int(os.environ.get("NODE_RANK", 0)) * 1000 + int(os.environ.get("LOCAL_RANK", 0))
 
 
-def _fresh(run_dir: Path, opts: FitOptions) -> Path:
-    if launched_rank() == 0 and run_dir.exists() and any(run_dir.iterdir()) and not opts.overwrite:
-        raise RunDirError(
-            f"{run_dir} already exists; pass --overwrite to replace it, --resume {run_dir} to continue it, "
-            f"or name=<other> to write elsewhere"
-        )
-    return run_dir
+def write_run_info(run_dir: Path, recipe: Recipe, opts: FitOptions, resumed: bool) -> None:
+    """Mark the directory, save the resolved recipe (with plugin versions) and add the command line."""
+    if not resumed:
+        rundir.remove_run_dir(run_dir)
+    rundir.mark_run_dir(run_dir)
+    rundir.write_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    rundir.append_command(run_dir, opts.command or " ".join(sys.argv))
 
 
-def write_run_info(run_dir: Path, recipe: Recipe, opts: FitOptions) -> None:
-    """The resolved recipe (with plugin versions) and the command line."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "recipe.yaml", "w") as f:
-        yaml.safe_dump(recipe.to_dict(), f, sort_keys=False)
-    (run_dir / "command.txt").write_text((opts.command or " ".join(sys.argv)) + "\n")
-
-
-def make_logger(recipe: Recipe, run_dir: Path) -> Any:
-    """The experiment logger the recipe asks for."""
+def make_logger(recipe: Recipe, run_dir: Path, resume_step: int | None = None) -> Any:
+    """The experiment logger the recipe asks for; a resumed CSV log keeps its rows up to ``resume_step``."""
     cfg = recipe.schema.logger
     if cfg.name == "none":
         return False
     if cfg.name == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+        from psdkit.run.csv_log import ResumableCSVLogger
 
-        return CSVLogger(save_dir=str(run_dir), name="logs", version="")
+        return ResumableCSVLogger(str(run_dir), keep_until=resume_step)
     from psdkit.run.wandb_logging import make_wandb_logger
 
     return make_wandb_logger(recipe, run_dir)
 
 
-def make_trainer(recipe: Recipe, run_dir: Path, extra: list[L.Callback] | None = None) -> L.Trainer:
-    """A Lightning Trainer configured from ``recipe.trainer``."""
+def make_trainer(
+    recipe: Recipe, run_dir: Path, extra: list[L.Callback] | None = None, resume_step: int | None = None
+) -> L.Trainer:
+    """A Lightning Trainer configured from ``recipe.trainer`` (a :class:`TrainClock` is among its callbacks)."""
     t = recipe.schema.trainer
     val_every = min(t.val_every, t.max_steps)
     callbacks: list[L.Callback] = [
+        TrainClock(),
         AtomicCheckpoint(run_dir / "checkpoints", val_every, t.ckpt_every, t.keep_checkpoints),
         ValidationGrid(run_dir / "val", val_every, t.val_views, recipe.schema.output.eval_resolution),
         *(extra or []),
@@ -148,7 +111,7 @@ def make_trainer(recipe: Recipe, run_dir: Path, extra: list[L.Callback] | None =
         num_nodes=t.num_nodes,
         strategy=strategy,
         precision=t.precision,
-        logger=make_logger(recipe, run_dir),
+        logger=make_logger(recipe, run_dir, resume_step),
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=t.progress,
@@ -208,26 +171,31 @@ def finish(system: PSDSystem, recipe: Recipe, run_dir: Path, wall: float, steps:
     return FitResult(run_dir, metrics, files)
 
 
+def plan_run_dir(recipe: Recipe, opts: FitOptions) -> tuple[Path, Path | None]:
+    """The run directory and the checkpoint to resume from (see :func:`psdkit.run.rundir.plan_run_dir`)."""
+    if launched_rank() != 0 and not opts.resume:  # rank 0 checked and owns the directory
+        return opts.run_dir or Path(recipe.schema.output.root) / recipe.schema.name, None
+    return rundir.plan_run_dir(recipe, opts.run_dir, opts.resume, opts.overwrite)
+
+
 def fit(recipe: Recipe, opts: FitOptions) -> FitResult | None:
     """Train ``recipe``. Returns the result on rank 0, None on other ranks."""
     run_dir, ckpt = plan_run_dir(recipe, opts)
+    check_step_memory(recipe)
+    resume_step = int(rundir.read_checkpoint(ckpt)["global_step"]) if ckpt else None
     t = recipe.schema.trainer
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    torch.set_num_threads(t.threads or threads_per_process(t.devices, t.accelerator))
     L.seed_everything(recipe.schema.seed, workers=True, verbose=False)
     components = build_components(recipe)
     if launched_rank() == 0:
-        if ckpt is None and opts.overwrite and run_dir.exists():
-            shutil.rmtree(run_dir)
-        write_run_info(run_dir, recipe, opts)
+        write_run_info(run_dir, recipe, opts, resumed=ckpt is not None)
     system = PSDSystem(components, recipe.schema)
-    trainer = make_trainer(recipe, run_dir, opts.callbacks)
-    start = time.perf_counter()
+    trainer = make_trainer(recipe, run_dir, opts.callbacks, resume_step)
     train(trainer, system, ckpt, run_dir)
-    wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
-    result = finish(system, recipe, run_dir, wall, trainer.global_step)
+    clock = next(c for c in trainer.callbacks if isinstance(c, TrainClock))  # type: ignore[attr-defined]
+    result = finish(system, recipe, run_dir, clock.total(), trainer.global_step)
     from psdkit.run.wandb_logging import is_wandb, log_results
 
     if is_wandb(trainer.logger):
@@ -241,6 +209,12 @@ MEMORY_KNOBS = (
 )
 
 
+def is_cpu_oom(err: BaseException) -> bool:
+    """True for the RuntimeError torch's CPU allocator raises when the machine is out of memory."""
+    text = str(err)
+    return "DefaultCPUAllocator" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
 def train(trainer: L.Trainer, system: PSDSystem, ckpt: Path | None, run_dir: Path) -> None:
     """``trainer.fit`` with the failures a user can act on turned into clear errors."""
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -248,6 +222,13 @@ def train(trainer: L.Trainer, system: PSDSystem, ckpt: Path | None, run_dir: Pat
         trainer.fit(system, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     except torch.OutOfMemoryError as err:
         raise OutOfMemory(f"out of memory at step {trainer.global_step} ({err}). Reduce: {MEMORY_KNOBS}") from err
+    except RuntimeError as err:
+        if not is_cpu_oom(err):
+            raise
+        raise OutOfMemory(
+            f"out of CPU memory at step {trainer.global_step} ({str(err).splitlines()[0][:200]}). "
+            f"Reduce: {MEMORY_KNOBS}; the last checkpoint is {last}"
+        ) from err
     except SystemExit as err:  # Lightning turns SIGTERM and Ctrl+C into SystemExit after on_exception
         raise TrainingInterrupted(
             f"stopped at step {trainer.global_step}; saved {last}; continue with: psdkit fit RECIPE --resume {run_dir}"

@@ -17,11 +17,11 @@ class Milestone:
 
     step: int = knob(ge=0)
     """First step this milestone applies to."""
-    height: int = knob(ge=4)
+    height: int = knob(ge=4, le=8192)
     """Render height, pixels."""
-    width: int = knob(ge=4)
+    width: int = knob(ge=4, le=8192)
     """Render width, pixels."""
-    batch_size: int = knob(ge=1)
+    batch_size: int = knob(ge=1, le=1024)
     """Views per step (per rank)."""
 
 
@@ -29,11 +29,11 @@ class Milestone:
 class OrbitCameraConfig:
     """Config of the orbit camera sampler. Angles in degrees."""
 
-    batch_size: int = knob(4, ge=1)
+    batch_size: int = knob(4, ge=1, le=1024)
     """Views per step (per rank) before any milestone."""
-    height: int = knob(32, ge=4)
+    height: int = knob(32, ge=4, le=8192)
     """Render height before any milestone."""
-    width: int = knob(32, ge=4)
+    width: int = knob(32, ge=4, le=8192)
     """Render width before any milestone."""
     elevation_range: tuple[float, float] = (0.0, 30.0)
     """Elevation is uniform in this range."""
@@ -79,6 +79,12 @@ class OrbitCameraSampler(CameraSampler):
             if step >= m.step:
                 spec = (m.batch_size, m.height, m.width)
         return spec
+
+    def largest_batch(self) -> tuple[int, int, int]:
+        """The milestone (or base) batch with the most pixels."""
+        c = self.config
+        specs = [(c.batch_size, c.height, c.width), *((m.batch_size, m.height, m.width) for m in c.milestones)]
+        return max(specs, key=lambda s: s[0] * s[1] * s[2])
 
     def sample(self, step: int, generator: torch.Generator, num_ranks: int = 1) -> Cameras:
         c = self.config

@@ -120,7 +120,7 @@ class PSDConfig:
     batch_conditionings: bool = True
     """Run eps_y, eps_u and eps_n in one prior call (one UNet launch); false: separate calls, and the e_n
     update back-propagates through eps_n's call alone."""
-    reward_decode_size: int | None = knob(None, ge=1)
+    reward_decode_size: int | None = knob(None, ge=1, le=4096)
     """Resize x0's latents to this side before decoding them for the reward (a cheaper VAE decode; the
     reward resizes to its own input size anyway); null: decode at full size."""
 

@@ -27,7 +27,7 @@ class RewardSDSConfig(CFGConfig):
     """N, noises per step (the paper uses 6-7)."""
     combine: Literal["none", "best", "min_max", "softmax"] = "min_max"
     """How per-noise losses are combined by reward."""
-    top_k: int = knob(2, ge=1)
+    top_k: int = knob(2, ge=1, le=1024)
     """k of best and min_max."""
     pos_weight: float = knob(0.9, ge=0.0)
     """min_max weight of the top-k losses."""

@@ -45,9 +45,9 @@ class AnalyticPriorConfig:
     """Last beta of the scaled-linear schedule."""
     objects: tuple[str, ...] = ()
     """Names of the world objects in the mixture; empty means all."""
-    token_dim: int = knob(16, ge=8)
+    token_dim: int = knob(16, ge=8, le=4096)
     """D, the text-embedding width."""
-    max_tokens: int = knob(8, ge=1)
+    max_tokens: int = knob(8, ge=1, le=4096)
     """L, the text-embedding length."""
     supersample: int = knob(2, ge=1, le=4)
     """Anti-aliasing factor of the object renders."""

@@ -34,9 +34,9 @@ class DeepFloydIFConfig:
     """Hub revision (branch, tag or commit); null: the default branch."""
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     """Weights dtype; auto: fp16 on CUDA, fp32 on CPU."""
-    resolution: int = knob(64, ge=16)
+    resolution: int = knob(64, ge=16, le=4096)
     """Pixel resolution of the prior (64 for stage I)."""
-    max_length: int = knob(77, ge=8)
+    max_length: int = knob(77, ge=8, le=4096)
     """Prompt length in T5 tokens."""
     offload_text_encoder: bool = True
     """Move the (large) T5 encoder to the CPU after the prompts are encoded."""
@@ -50,6 +50,7 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
     """DeepFloyd IF stage I: eps-prediction in 64x64 pixel space."""
 
     Config = DeepFloydIFConfig
+    packages = {"diffusers": "psdkit[diffusers]", "transformers": "psdkit[diffusers]"}
 
     @classmethod
     def required_weights(cls, config: DeepFloydIFConfig) -> list[tuple[str, bool]]:

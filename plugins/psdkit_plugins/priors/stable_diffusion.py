@@ -45,7 +45,7 @@ class StableDiffusionConfig(CompileConfig):
     """Hub revision (branch, tag or commit); null: the default branch."""
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     """Weights dtype; auto: fp16 on CUDA, fp32 on CPU."""
-    resolution: int = knob(512, ge=64)
+    resolution: int = knob(512, ge=64, le=4096)
     """Side renders are resized to before VAE encoding (latents are resolution / 8)."""
     latents: Literal["vae", "direct"] = "vae"
     """vae: encode renders with the VAE; direct: map 64x64 RGB linearly to latents (no VAE)."""
@@ -69,6 +69,7 @@ class StableDiffusionPrior(UNetAdapters, TrainableAdapter, OffloadedTextEncoder,
     """Stable Diffusion's UNet as an eps-predicting prior over VAE latents."""
 
     Config = StableDiffusionConfig
+    packages = {"diffusers": "psdkit[diffusers]", "transformers": "psdkit[diffusers]"}
     latent_rgb: Tensor
     """[4, 3] linear latent -> RGB map of SD's VAE (``latents: direct``)."""
 

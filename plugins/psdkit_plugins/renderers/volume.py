@@ -73,6 +73,10 @@ class VolumeRenderer(Renderer):
             terms["entropy"] = c.opacity_entropy * (-(a * a.log() + (1 - a) * (1 - a).log())).mean()
         return terms
 
+    def points_per_pixel(self) -> int:
+        """Every sample of a ray is queried before the occupancy grid is built."""
+        return self.config.num_samples
+
     @torch.no_grad()
     def refresh(self, field: Representation, step: int) -> None:
         c = self.config

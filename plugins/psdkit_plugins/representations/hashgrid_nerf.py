@@ -34,13 +34,13 @@ class HashGridNeRFConfig:
     """log2 T, entries per level."""
     features_per_level: int = knob(2, ge=1, le=8)
     """F, features per entry."""
-    base_resolution: int = knob(16, ge=2)
+    base_resolution: int = knob(16, ge=2, le=1 << 20)
     """Grid resolution of the coarsest level."""
-    finest_resolution: int = knob(512, ge=2)
+    finest_resolution: int = knob(512, ge=2, le=1 << 20)
     """Grid resolution of the finest level."""
     init_scale: float = knob(1e-4, gt=0.0)
     """Table entries are initialised uniformly in [-init_scale, init_scale]."""
-    hidden: int = knob(64, ge=8)
+    hidden: int = knob(64, ge=8, le=4096)
     """Width of the MLP."""
     hidden_layers: int = knob(1, ge=1, le=8)
     """Number of hidden layers of the MLP."""
@@ -156,6 +156,12 @@ class HashGridNeRF(Representation):
             pre = pre + c.blob_density * (1 - r / c.blob_radius)
         density = torch.exp(pre.clamp(max=15)) if c.density_activation == "exp" else F.softplus(pre)
         return FieldOutput(density=density, rgb=torch.sigmoid(raw[:, 1:]))
+
+    def bytes_per_point(self) -> int:
+        """Measured on CPU with the torch encoding and the volume renderer (docs/benchmarks.md, memory check):
+        about 80 B + L (76 + 5 F) B + 5 B per hidden unit and layer."""
+        c = self.config
+        return 80 + c.levels * (76 + 5 * c.features_per_level) + 5 * c.hidden * c.hidden_layers
 
     def param_groups(self) -> list[ParamGroup]:
         """The hash table and the MLP, each at its own constant learning rate (the recipe's Adam settings)."""

@@ -21,9 +21,9 @@ from psdkit.contracts import FieldOutput, ParamGroup, Representation
 class Image2DConfig:
     """Config of the 2D image."""
 
-    height: int = knob(32, ge=4)
+    height: int = knob(32, ge=4, le=8192)
     """Image height, pixels."""
-    width: int = knob(32, ge=4)
+    width: int = knob(32, ge=4, le=8192)
     """Image width, pixels."""
     init: float = knob(0.9, gt=0.0, lt=1.0)
     """Initial grey level in (0, 1)."""

@@ -44,6 +44,7 @@ class AestheticReward(RewardModel):
     """Predicted aesthetic rating of each image; the prompt is ignored."""
 
     Config = AestheticConfig
+    packages = {"transformers": "psdkit[rewards]"}
 
     @classmethod
     def required_weights(cls, config: AestheticConfig) -> list[tuple[str, bool]]:

@@ -39,6 +39,7 @@ class ClipScore(RewardModel):
     """Text-image agreement of a CLIP model."""
 
     Config = ClipScoreConfig
+    packages = {"transformers": "psdkit[rewards]"}
 
     @classmethod
     def required_weights(cls, config: ClipScoreConfig) -> list[tuple[str, bool]]:

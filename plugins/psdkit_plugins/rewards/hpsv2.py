@@ -47,6 +47,7 @@ class HPSv2(RewardModel):
     """Human Preference Score v2 / v2.1."""
 
     Config = HPSv2Config
+    packages = {"transformers": "psdkit[rewards]"}
 
     @classmethod
     def required_weights(cls, config: HPSv2Config) -> list[tuple[str, bool]]:

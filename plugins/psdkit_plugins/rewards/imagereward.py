@@ -43,7 +43,7 @@ class ImageRewardConfig(TowerSpeedConfig):
     """Attention heads of the ViT (16 for BLIP ViT-L)."""
     text_heads: int = knob(12, ge=1)
     """Attention heads of the text encoder (12 for BERT-base)."""
-    max_length: int = knob(35, ge=4)
+    max_length: int = knob(35, ge=4, le=4096)
     """Prompt length in tokens (35 in ImageReward)."""
 
 
@@ -51,6 +51,7 @@ class ImageReward(RewardModel):
     """ImageReward's human-preference score (normalized, ~N(0, 1) over its training data)."""
 
     Config = ImageRewardConfig
+    packages = {"transformers": "psdkit[rewards]"}
 
     @classmethod
     def required_weights(cls, config: ImageRewardConfig) -> list[tuple[str, bool]]:

@@ -32,6 +32,7 @@ class PickScore(RewardModel):
     """Human-preference score of a CLIP-H fine-tuned on Pick-a-Pic."""
 
     Config = PickScoreConfig
+    packages = {"transformers": "psdkit[rewards]"}
 
     @classmethod
     def required_weights(cls, config: PickScoreConfig) -> list[tuple[str, bool]]:
