@@ -27,7 +27,10 @@ def test_speed_report_on_the_quickstart(capsys):
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [*SMALL, "prior.config.resolution=16"])
     r = bench_speed(recipe, steps=3, warmup=1)
     assert r["ms_per_step"] > 0 and r["steps_per_s"] == pytest.approx(1000 / r["ms_per_step"])
-    assert r["projected_minutes"] == pytest.approx(r["ms_per_step"] * 300 / 60000)
+    assert r["projected_s"] >= r["ms_per_step"] * 300 / 1000 and r["projected_minutes"] == pytest.approx(
+        r["projected_s"] / 60
+    )
+    assert r["checkpoint_s"] > 0 and r["validation_grid_s"] > 0
     parts = r["breakdown_ms"]
     for part in (
         "render (forward)",
@@ -45,7 +48,7 @@ def test_speed_report_on_the_quickstart(capsys):
     assert abs(r["neg_update_ms"]) < r["ms_per_step_with_neg_update"]
     assert len(r["warmup_ms"]) == 1 and r["peak_memory_mb"] > 0
     text = format_report(r)
-    assert "| render (forward) |" in text and "projected time for 300 steps" in text
+    assert "| render (forward) |" in text and "projected training time for 300 steps" in text
 
 
 def test_speed_with_random_tiny_weights_through_the_cli(tmp_path, monkeypatch, capsys):

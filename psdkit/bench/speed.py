@@ -13,7 +13,9 @@ keeps both at the same stage of training, whose render cost changes as the occup
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -24,7 +26,9 @@ from psdkit.config.recipe import Recipe
 from psdkit.contracts import GuidanceStrategy
 from psdkit.errors import RecipeError
 from psdkit.run.build import build_components
+from psdkit.run.callbacks import ValidationGrid
 from psdkit.run.fit import peak_memory_mb
+from psdkit.run.resources import threads_per_process
 from psdkit.system import PSDSystem
 
 
@@ -91,8 +95,7 @@ def _instrument(timer: ComponentTimer, system: PSDSystem) -> None:
 def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = None) -> dict[str, Any]:
     """Time ``steps`` training steps of ``recipe`` per phase; returns the report (see module docstring)."""
     t = recipe.schema.trainer
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    torch.set_num_threads(t.threads or threads_per_process(1, t.accelerator))
     L.seed_everything(recipe.schema.seed, workers=False, verbose=False)
     has_update = recipe.components["guidance"].cls.updating is not GuidanceStrategy.updating
     n_phases = 4 if has_update else 2
@@ -130,7 +133,29 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
     synchronize(dev)
     timer.unwrap()
     cams = system.components.camera.sample(0, torch.Generator().manual_seed(0), 1)  # the views of one step
-    return _report(recipe, phases, timer, steps, build_s, dev) | {"views": len(cams), "render_size": cams.height}
+    report = _report(recipe, phases, timer, steps, build_s, dev) | {"views": len(cams), "render_size": cams.height}
+    return report | _projection(recipe, trainer, system, report["ms_per_step"])
+
+
+def _projection(recipe: Recipe, trainer: L.Trainer, system: PSDSystem, ms_per_step: float) -> dict[str, Any]:
+    """The run's projected training time: plain steps plus the periodic checkpoint and validation grid of
+    ``psdkit fit`` (each timed once here), every ``trainer.val_every`` steps."""
+    t, out = recipe.schema.trainer, recipe.schema.output
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        trainer.save_checkpoint(Path(tmp) / "last.ckpt", weights_only=False)
+        ckpt_s = time.perf_counter() - start
+        start = time.perf_counter()
+        ValidationGrid(Path(tmp), 1, t.val_views, out.eval_resolution).save(system, trainer.global_step)
+        grid_s = time.perf_counter() - start
+    periodic = t.max_steps // min(t.val_every, t.max_steps)
+    seconds = ms_per_step * t.max_steps / 1000 + periodic * (ckpt_s + grid_s)
+    return {
+        "checkpoint_s": ckpt_s,
+        "validation_grid_s": grid_s,
+        "projected_s": seconds,
+        "projected_minutes": seconds / 60,
+    }
 
 
 def _report(
@@ -159,7 +184,6 @@ def _report(
         "first_step_extra_s": (ms["warmup"][0] - plain) / 1000 if ms["warmup"] else None,
         "build_s": build_s,
         "peak_memory_mb": peak_memory_mb(),
-        "projected_minutes": plain * s.trainer.max_steps / 60000,
         "max_steps": s.trainer.max_steps,
         "instrumented_ms_per_step": inst_total,
         "breakdown_ms": parts,
@@ -185,6 +209,13 @@ def _fmt(value: float | None, unit: str = "") -> str:
     return "-" if value is None else f"{value:.1f}{unit}"
 
 
+def _duration(seconds: float) -> str:
+    """``12.3 s``, ``4.5 min`` or ``2.1 h``."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def format_report(r: dict[str, Any]) -> str:
     """Markdown: the headline figures, then the per-component table."""
     lines = [
@@ -193,20 +224,25 @@ def format_report(r: dict[str, Any]) -> str:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| ms per step (median of {r['steps']}) | {r['ms_per_step']:.1f} |",
-        f"| steps/s | {r['steps_per_s']:.2f} |",
-        f"| projected time for {r['max_steps']} steps | {r['projected_minutes']:.1f} min |",
+        f"| time per step (median of {r['steps']} uninstrumented steps) | {r['ms_per_step']:.1f} ms |",
+        f"| steps per second | {r['steps_per_s']:.2f} steps/s |",
+        f"| one checkpoint, one validation grid (every trainer.val_every steps) | {r['checkpoint_s']:.2f} s, "
+        f"{r['validation_grid_s']:.2f} s |",
+        f"| projected training time for {r['max_steps']} steps (uninstrumented steps + checkpoints + grids) "
+        f"| {_duration(r['projected_s'])} |",
         f"| first step's extra time (compilation, allocation) | {_fmt(r['first_step_extra_s'], ' s')} |",
         f"| build (weights load) | {r['build_s']:.1f} s |",
         f"| peak memory | {r['peak_memory_mb']:.0f} MiB |",
     ]
     if "neg_update_ms" in r:
-        lines.append(f"| negative-embedding update (alternate steps with and without it) | {r['neg_update_ms']:.1f} |")
+        lines.append(
+            f"| negative-embedding update (alternate steps with and without it) | {r['neg_update_ms']:.1f} ms/step |"
+        )
     lines += [
         "",
         f"Instrumented steps (device synchronised around each part): {r['instrumented_ms_per_step']:.1f} ms/step",
         "",
-        "| part | ms/step |",
+        "| part | time (ms/step) |",
         "|---|---|",
     ]
     lines += [f"| {k} | {v:.2f} |" for k, v in r["breakdown_ms"].items()]

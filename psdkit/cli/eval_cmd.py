@@ -8,9 +8,10 @@ from pathlib import Path
 
 def evaluate_runs(args: argparse.Namespace) -> int:
     """Evaluate each run; print a summary line each, or one table with --compare."""
-    from psdkit.run.eval_run import compare_table, eval_run
+    from psdkit.run.eval_run import HackingRule, compare_table, eval_run, verdict
 
-    results = [eval_run(Path(run), args.rewards, args.views, args.resolution) for run in args.runs]
+    rule = HackingRule(args.psnr_floor, args.psnr_drop)
+    results = [eval_run(Path(run), args.rewards, args.views, args.resolution, rule) for run in args.runs]
     if args.compare or len(results) > 1:
         print(compare_table(results))
         return 0
@@ -20,8 +21,13 @@ def evaluate_runs(args: argparse.Namespace) -> int:
         f"{r['run']}: step {f['step']}, train reward {f.get('train_reward', 'n/a')}, "
         f"held-out {f.get('heldout_rewards', {})}"
     )
-    if "reward_hacking" in r:
-        verdict = {True: "YES: train reward up, held-out down", False: "no", None: "unknown"}[r["reward_hacking"]]
-        print(f"reward hacking since step {r['first']['step']}: {verdict}")
+    if "fidelity" in f:
+        fid = f["fidelity"]
+        match = "matches" if fid["matches_prompt"] else "does NOT match"
+        print(f"shows: {fid['object']} ({match} the prompt), PSNR to {fid['target']}: {fid['psnr']:.2f} dB")
+    h = r["hacking"]
+    since = f" (since step {r['first']['step']})" if "first" in r else ""
+    unchecked = f"; not checked: {', '.join(h['unavailable'])}" if h["unavailable"] else ""
+    print(f"reward hacking{since}: {verdict(h)}{unchecked} ({r['views']} views x {r['resolution']} px)")
     print(f"wrote {Path(r['run']) / 'eval.json'} and {Path(r['run']) / 'contact_sheet.png'}")
     return 0

@@ -74,7 +74,11 @@ def non_negative_int(text: str) -> int:
 
 
 def _add_eval(sub: Any) -> None:
-    ev = sub.add_parser("eval", help="score finished runs (eval.json, contact sheet, reward-hacking flag)")
+    ev = sub.add_parser(
+        "eval",
+        help="score finished runs (eval.json, contact sheet, reward-hacking flag: wrong object, held-out down while "
+        "train up, prior fit collapsed)",
+    )
     ev.add_argument("runs", nargs="+", help="run directories")
     ev.add_argument("--rewards", nargs="+", help="reward plugins to score with (default: the recipe's)")
     ev.add_argument(
@@ -88,6 +92,18 @@ def _add_eval(sub: Any) -> None:
         help="side of the renders, pixels (default: the run's output.eval_resolution, as metrics.json)",
     )
     ev.add_argument("--compare", action="store_true", help="print one table of all runs")
+    ev.add_argument(
+        "--psnr-floor",
+        type=float,
+        default=20.0,
+        help="hacking flag: prior fit collapsed below this PSNR (dB) to the prompt's objects (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--psnr-drop",
+        type=float,
+        default=3.0,
+        help="hacking flag: ... or fell by more than this (dB) since the earliest checkpoint (default: %(default)s)",
+    )
     ev.set_defaults(func=_lazy("psdkit.cli.eval_cmd:evaluate_runs"))
     _add_bench(sub)
 

@@ -96,15 +96,19 @@ class ValidationGrid(L.Callback):
     def __init__(self, out_dir: Path, every: int, views: int, size: int) -> None:
         self.dir, self.every, self.views, self.size = Path(out_dir), every, views, size
 
+    def save(self, system: PSDSystem, step: int) -> torch.Tensor:
+        """Render and write ``step-XXXXXXX.png``; returns the grid [3, H, W]."""
+        grid = grid_image(system.render_views(self.views, self.size), ncol=self.views)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        imageio.imwrite(self.dir / f"step-{step:07d}.png", to_uint8(grid))
+        return grid
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         step = trainer.global_step
         if step % self.every != 0 or not trainer.is_global_zero:
             return
         assert isinstance(pl_module, PSDSystem)
-        grid = grid_image(pl_module.render_views(self.views, self.size), ncol=self.views)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / f"step-{step:07d}.png"
-        imageio.imwrite(path, to_uint8(grid))
+        grid = self.save(pl_module, step)
         logger = trainer.logger
         if logger is not None and hasattr(logger, "log_image"):
             logger.log_image(key="val/renders", images=[to_uint8(grid)], step=step)

@@ -8,6 +8,7 @@ held-out reward fell.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -60,17 +61,59 @@ def score(system: Any, ckpt: Path, views: int, size: int) -> tuple[dict[str, Any
     return result, system.render_views(views, size)
 
 
-def hacking(first: dict[str, Any], last: dict[str, Any]) -> bool | None:
-    """True if the train reward rose while the mean held-out reward fell; None without both."""
-    if "train_reward" not in first or not first.get("heldout_rewards"):
-        return None
-    held = statistics.mean
-    up = last["train_reward"] > first["train_reward"]
-    down = held(last["heldout_rewards"].values()) < held(first["heldout_rewards"].values())
-    return bool(up and down)
+@dataclasses.dataclass(frozen=True)
+class HackingRule:
+    """Thresholds of the reward-hacking flag of ``psdkit eval``."""
+
+    psnr_floor: float = 20.0
+    """Prior fit has collapsed when the final renders are further than this (PSNR, dB) from every object the
+    prompt names."""
+    psnr_drop: float = 3.0
+    """... or when that PSNR fell by more than this (dB) since the earliest numbered checkpoint."""
 
 
-def eval_run(run_dir: Path, rewards: list[str] | None, views: int | None, size: int | None) -> dict[str, Any]:
+SIGNALS = ("wrong object", "held-out down while train up", "prior fit collapsed")
+"""What the reward-hacking flag checks, in the order it reports them."""
+
+
+def hacking(first: dict[str, Any] | None, last: dict[str, Any], rule: HackingRule = HackingRule()) -> dict[str, Any]:
+    """Which reward-hacking signals fire for a run's scores (``first``: the earliest checkpoint's, or None).
+
+    Returns ``flagged`` (True if any signal fired, False if none did and at least one could be checked, None
+    if none could be), ``fired`` and ``unavailable`` (signals without the data they need: fidelity needs a
+    prior that knows its objects, the trend needs an earlier numbered checkpoint).
+    """
+    fired, unavailable = [], []
+    fid = last.get("fidelity")
+    if fid is None:
+        unavailable += ["wrong object", "prior fit collapsed"]
+    elif not fid["matches_prompt"]:
+        fired.append("wrong object")
+    if first is None or "train_reward" not in first or not first.get("heldout_rewards"):
+        unavailable.append("held-out down while train up")
+    else:
+        up = last["train_reward"] > first["train_reward"]
+        down = statistics.mean(last["heldout_rewards"].values()) < statistics.mean(first["heldout_rewards"].values())
+        if up and down:
+            fired.append("held-out down while train up")
+    if fid is not None:
+        dropped = (
+            first is not None and "fidelity" in first and first["fidelity"]["psnr"] - fid["psnr"] > rule.psnr_drop
+        )
+        if fid["psnr"] < rule.psnr_floor or dropped:
+            fired.append("prior fit collapsed")
+    checked = len(SIGNALS) - len(set(unavailable))
+    flagged = bool(fired) if checked else None
+    return {
+        "flagged": flagged,
+        "fired": [s for s in SIGNALS if s in fired],
+        "unavailable": [s for s in SIGNALS if s in unavailable],
+    }
+
+
+def eval_run(
+    run_dir: Path, rewards: list[str] | None, views: int | None, size: int | None, rule: HackingRule = HackingRule()
+) -> dict[str, Any]:
     """Evaluate ``run_dir``; writes eval.json and contact_sheet.png there.
 
     ``views`` and ``size`` default to the run's ``output.eval_views`` and ``output.eval_resolution``, the
@@ -89,13 +132,22 @@ def eval_run(run_dir: Path, rewards: list[str] | None, views: int | None, size: 
     system.move_frozen(device)
     results = [score(system, c, views, size) for c in checkpoints(run_dir)]
     last, images = results[-1]
-    out = {"run": str(run_dir), "views": views, "resolution": size, "final": last}
-    if len(results) > 1:
-        out["first"] = results[0][0]
-        out["reward_hacking"] = hacking(results[0][0], last)
+    out: dict[str, Any] = {"run": str(run_dir), "views": views, "resolution": size, "final": last}
+    first = results[0][0] if len(results) > 1 else None
+    if first is not None:
+        out["first"] = first
+    out["hacking"] = hacking(first, last, rule)
+    out["reward_hacking"] = out["hacking"]["flagged"]
     (run_dir / "eval.json").write_text(json.dumps(out, indent=2))
     imageio.imwrite(run_dir / "contact_sheet.png", to_uint8(grid_image(images)))
     return out
+
+
+def verdict(h: dict[str, Any] | None) -> str:
+    """``YES (wrong object, ...)``, ``no`` or ``n/a``."""
+    if not h or h["flagged"] is None:
+        return "n/a"
+    return f"YES ({', '.join(h['fired'])})" if h["flagged"] else "no"
 
 
 def compare_table(results: list[dict[str, Any]]) -> str:
@@ -114,7 +166,7 @@ def compare_table(results: list[dict[str, Any]]) -> str:
             *[f"{f['heldout_rewards'][n]:.4f}" if n in f.get("heldout_rewards", {}) else "n/a" for n in names],
             fid.get("object", "n/a"),
             f"{fid['psnr']:.2f} ({fid['target']})" if "psnr" in fid else "n/a",
-            {True: "YES", False: "no", None: "n/a"}[r.get("reward_hacking")],
+            verdict(r.get("hacking")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -44,10 +46,33 @@ def _cgroup_cpu_quota() -> float | None:
     return None
 
 
+def busy_cpus(samples: int = 5, interval_s: float = 0.01) -> int:
+    """CPUs other processes keep busy right now: the median number of running tasks besides this one
+    (``procs_running`` of /proc/stat, sampled ``samples`` times); 0 where it cannot be read."""
+    counts = []
+    for i in range(samples):
+        try:
+            line = next(x for x in Path("/proc/stat").read_text().splitlines() if x.startswith("procs_running"))
+        except (OSError, StopIteration):
+            return 0
+        counts.append(max(int(line.split()[1]) - 1, 0))
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return int(statistics.median(counts))
+
+
 def threads_per_process(devices: int, accelerator: str) -> int:
-    """Torch threads of one training process: the available CPUs, shared by CPU DDP processes."""
-    share = devices if accelerator == "cpu" else 1
-    return max(1, available_cpus() // max(share, 1))
+    """Torch threads of one training process when ``trainer.threads`` is 0.
+
+    The CPUs this process may use (affinity, cgroup quota) less those other processes keep busy now: more
+    threads than free cores makes every step wait for descheduled threads (the quickstart on 2 cores with one
+    competing process: 4.1 steps/s with 2 threads, 13.0 with 1; docs/benchmarks.md). CPU DDP processes share
+    the CPUs evenly instead (they are each other's load).
+    """
+    if accelerator == "cpu" and devices > 1:
+        return max(1, available_cpus() // devices)
+    cpus = available_cpus()
+    return max(1, cpus - min(busy_cpus(), cpus - 1))
 
 
 def available_memory(use_gpu: bool) -> int | None:

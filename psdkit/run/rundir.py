@@ -99,7 +99,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated, foreign or unpicklable files fail the same way
-        raise RunDirError(f"{path} is unreadable, not a checkpoint ({type(err).__name__}: {err})") from err
+        why = (str(err).strip().splitlines() or [""])[0][:160]
+        if "Weights only load failed" in why:  # torch's advice (weights_only=False) is wrong for a broken file
+            why = "truncated, or not a PyTorch checkpoint"
+        raise RunDirError(f"{path} is unreadable, not a checkpoint ({type(err).__name__}: {why})") from err
     if not isinstance(state, dict) or "state_dict" not in state or "global_step" not in state:
         raise RunDirError(f"{path} is not a psdkit checkpoint (no state_dict or global_step)")
     return state
