@@ -19,6 +19,8 @@ def bench(args: argparse.Namespace) -> int:
             Path(args.json) if args.json else None,
             args.jobs,
             Path(args.plot) if args.plot else None,
+            args.prompts,
+            args.rewards,
         )
         print(table)
         return 0

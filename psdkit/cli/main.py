@@ -122,6 +122,13 @@ def _add_bench(sub: Any) -> None:
     align.add_argument("--json", help="write the rows and summary here")
     align.add_argument("--plot", help="write a PNG scatter of held-out reward against prior fit here")
     align.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (worker processes)")
+    align.add_argument("--prompts", nargs="+", help="prompts to run each recipe on (default: each recipe's)")
+    align.add_argument(
+        "--rewards",
+        nargs="+",
+        help="training rewards to run each reward-using recipe with (default: each recipe's); the table adds the "
+        "reward margin between the prompt's answers and how often the preferred one came out",
+    )
     align.add_argument("overrides", nargs="*", default=[], help="key.path=value overrides applied to every run")
     speed = which.add_parser("speed", help="ms per training step of a recipe, split by component")
     speed.add_argument("recipe", help="recipe YAML file")
