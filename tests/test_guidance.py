@@ -164,3 +164,32 @@ def test_psd_reward_scaling_is_bounded():
         assert torch.isfinite(grad).all()
     stats = psd.reward_stats
     assert stats.count.item() == 3 * B and stats.var.item() > 0  # count: rewards seen (B per step)
+
+
+def test_psd_prompt_guard_restores_the_prompts_guidance():
+    """e_n = the prompt cancels the prompt's CFG direction: with keep=1 the guard reports all of it taken, and a
+    step against the guard's gradient gives some back; at e_n's start nothing is taken and the guard adds no
+    gradient. With keep=0 only a reversed direction counts (e_n beyond the prompt), not a cancelled one."""
+    kw = dict(guidance_scale=10.0, reward_t_max=1.0, t_min=0.6, t_max=0.98, reward_weight=1e-9, neg_init="uncond")
+    psd = setup(PSD, prompt_guard=1.0, prompt_guard_keep=1.0, **kw)
+    out, _, _ = run(psd)
+    assert out.logs["prompt_taken"] == 0.0
+    (g_start,) = torch.autograd.grad(out.loss, psd.neg_emb)
+    plain = setup(PSD, **kw)
+    (g_plain,) = torch.autograd.grad(run(plain)[0].loss, plain.neg_emb)
+    assert torch.allclose(g_start, g_plain, atol=1e-9), "no penalty, no gradient, while the prompt is intact"
+    with torch.no_grad():
+        psd.neg_emb.copy_(psd.ctx.cond.prompt_emb[:1])
+    out, _, _ = run(psd)
+    assert out.logs["prompt_taken"] == pytest.approx(1.0, abs=1e-4)
+    (g,) = torch.autograd.grad(out.loss, psd.neg_emb)
+    with torch.no_grad():
+        psd.neg_emb -= 0.05 * g / g.norm()
+    assert run(psd)[0].logs["prompt_taken"] < out.logs["prompt_taken"]
+    lenient = setup(PSD, prompt_guard=1.0, prompt_guard_keep=0.0, **kw)
+    with torch.no_grad():
+        lenient.neg_emb.copy_(lenient.ctx.cond.prompt_emb[:1])
+    assert run(lenient)[0].logs["prompt_taken"] == 0.0, "cancelled, not reversed"
+    with torch.no_grad():
+        lenient.neg_emb.mul_(3.0)
+    assert run(lenient)[0].logs["prompt_taken"] > 0.0, "e_n beyond the prompt turns its guidance around"

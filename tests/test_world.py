@@ -78,3 +78,26 @@ def test_prior_cache_follows_camera_values_not_memory():
         a.c2w.copy_(tiny.tiny_cameras(2, 16, seed=1).c2w)
     assert not torch.allclose(prior.means(b), mu_a)
     assert torch.allclose(prior.means(b), render_objects(prior.objects, tiny.tiny_cameras(2, 16, seed=1)) * 2 - 1)
+
+
+def test_extra_objects_are_opt_in_and_give_a_three_answer_prompt():
+    from psdkit_plugins.priors.analytic import AnalyticPrior
+
+    from psdkit.config.schema import build_config
+    from psdkit.world import EXTRA_OBJECTS, WORLD_OBJECTS
+
+    default = AnalyticPrior(AnalyticPrior.Config(resolution=16))
+    assert [o.name for o in default.objects] == [o.name for o in DEFAULT_OBJECTS], "the default world is unchanged"
+    names = [o.name for o in WORLD_OBJECTS]
+    wide = AnalyticPrior(build_config(AnalyticPrior.Config, {"resolution": 16, "objects": names}, "prior.config"))
+    assert len(wide.objects) == len(DEFAULT_OBJECTS) + len(EXTRA_OBJECTS)
+    assert wide.answers("a bead") == ["orange-bead", "yellow-bead", "teal-bead"]
+    assert wide.answers("a block") == ["pink-block", "grey-block"]
+    assert wide.answers("a sphere") == default.answers("a sphere")
+    cams = tiny.tiny_cameras(2, 16)
+    emb = wide.encode_text(["a bead"])
+    w = wide.mixture_weights(emb)[0]
+    beads = [names.index(n) for n in wide.answers("a bead")]
+    assert w[beads].sum() > 0.85 and torch.allclose(w[beads], w[beads[0]].expand(3))
+    refs = wide.references(cams)
+    assert set(refs) == set(names) and all(torch.isfinite(r).all() for r in refs.values())

@@ -231,8 +231,13 @@ def bench_alignment(
     if plot is not None and margins:
         from psdkit.bench.plot import scatter
 
-        points = [
-            {"recipe": s["guidance"], "relative margin": s["margin"]["relative_margin"], "preferred rate": rate(s)}
+        strategies = list(dict.fromkeys(s["guidance"] for s in summary))
+        points = [  # each strategy's points shifted a little sideways, so equal results stay visible
+            {
+                "recipe": s["guidance"],
+                "relative margin": s["margin"]["relative_margin"] + 0.01 * strategies.index(s["guidance"]),
+                "preferred rate": rate(s),
+            }
             for s in summary
             if s["margin"] is not None
         ]

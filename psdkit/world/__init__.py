@@ -5,7 +5,7 @@ renders) and closed-form rewards, so every strategy can be checked where the ans
 See docs/analytic_world.md.
 """
 
-from psdkit.world.objects import DEFAULT_OBJECTS, WorldObject, render_objects
+from psdkit.world.objects import DEFAULT_OBJECTS, EXTRA_OBJECTS, WORLD_OBJECTS, WorldObject, render_objects
 from psdkit.world.text import TinyTextEncoder
 
-__all__ = ["DEFAULT_OBJECTS", "TinyTextEncoder", "WorldObject", "render_objects"]
+__all__ = ["DEFAULT_OBJECTS", "EXTRA_OBJECTS", "WORLD_OBJECTS", "TinyTextEncoder", "WorldObject", "render_objects"]

@@ -35,6 +35,19 @@ DEFAULT_OBJECTS: tuple[WorldObject, ...] = (
     WorldObject("purple-cube", "cube", 0.38, (0.55, 0.2, 0.8), ("purple", "cube", "box")),
 )
 
+EXTRA_OBJECTS: tuple[WorldObject, ...] = (
+    WorldObject("orange-bead", "sphere", 0.3, (0.95, 0.5, 0.1), ("orange", "bead")),
+    WorldObject("yellow-bead", "sphere", 0.3, (0.9, 0.8, 0.2), ("yellow", "bead")),
+    WorldObject("teal-bead", "sphere", 0.3, (0.1, 0.6, 0.6), ("teal", "bead")),
+    WorldObject("pink-block", "cube", 0.3, (0.9, 0.45, 0.6), ("pink", "block")),
+    WorldObject("grey-block", "cube", 0.3, (0.5, 0.5, 0.5), ("grey", "block")),
+)
+"""Objects a prior includes only when its config names them: "a bead" has three answers, "a block" two, and
+their reward margins are smaller than the spheres' (docs/analytic_world.md)."""
+
+WORLD_OBJECTS: tuple[WorldObject, ...] = DEFAULT_OBJECTS + EXTRA_OBJECTS
+"""Every object of the world, by name in ``objects`` of the analytic prior's config."""
+
 LIGHT_DIR = (0.4, 0.3, 0.87)
 AMBIENT = 0.35
 

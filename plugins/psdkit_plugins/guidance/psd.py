@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceContext, GuidanceInput, GuidanceOutput, GuidanceStrategy, ParamGroup
-from psdkit.ops.ddp import global_weighted_mean
+from psdkit.ops.ddp import global_sum, global_weighted_mean, world_size
 from psdkit.ops.distill import (
     NativeSpace,
     Noised,
@@ -87,6 +87,14 @@ class PSDConfig:
     """Multiplier of the e_n loss."""
     anchor_weight: float = knob(0.0, ge=0.0)
     """Weight of ||e_n - e_n(0)||^2 (limits drift and reward hacking)."""
+    prompt_guard: float = knob(0.0, ge=0.0)
+    """Weight of the prompt guard (p1): on e_n update steps, penalizes the guidance direction eps_y - eps_n for
+    losing its component along the prompt's own CFG direction eps_y - eps_u, as mean(relu(1 - <g, g0> /
+    |g0|^2)^2); e_n may then steer between the prompt's answers but not away from the prompt (docs/method.md).
+    0: off (no extra prior call)."""
+    prompt_guard_keep: float = knob(0.0, ge=0.0, le=1.0)
+    """Share of the prompt's guidance the guard keeps: 0 only forbids turning it around (<g, g0> < 0), 1 forbids
+    any loss of it (which also stops e_n from steering between answers that share the prompt's words)."""
     pairwise_beta: float = knob(1.0, gt=0.0)
     """beta of the implicit reward (Variant B)."""
     reward_scaling: bool = False
@@ -140,7 +148,7 @@ class Predictions:
     eps_y: Tensor
     """[N, C, h, w] prompt-conditioned, no gradient."""
     eps_u: Tensor | None
-    """[N, C, h, w] unconditional (p2 only), no gradient."""
+    """[N, C, h, w] unconditional (p2, or p1 with the prompt guard on an update step), no gradient."""
     eps_n: Tensor
     """[N, C, h, w] conditioned on e_n, with gradient to e_n on update steps."""
 
@@ -218,11 +226,29 @@ class PSD(GuidanceStrategy):
             eps_r = eps_t if same else self._teacher(pred, s_r, phi_r, rho, inp.step, space)
             neg_loss, neg_logs = self._neg_loss(NegLossInput(n, pred, eps_r, texts, w, n_noise))
             anchor = c.anchor_weight * ((self.neg_emb - self.neg_init_emb) ** 2).sum()
-            loss = loss + c.reward_weight * self.loss_scale.scale_loss(neg_loss) + anchor
+            guard = self._prompt_guard(pred, neg_logs)
+            loss = loss + c.reward_weight * self.loss_scale.scale_loss(neg_loss) + anchor + guard
             logs.update(neg_logs)
             logs["neg_loss_scale"] = self.loss_scale.scale.detach().float()
         logs["neg_drift"] = (self.neg_emb - self.neg_init_emb).norm().detach()
         return GuidanceOutput(loss=loss, logs=logs)
+
+    def _prompt_guard(self, p: Predictions, logs: dict[str, Tensor]) -> Tensor | float:
+        """prompt_guard x sum relu(|g0|^2 - <g, g0>) / sum |g0|^2 over the global batch, g = eps_y - eps_n
+        (gradient to e_n), g0 = eps_y - eps_u: the fraction of the prompt's guidance e_n has taken away (0 while
+        e_n only steers between the prompt's answers). Samples where the prompt barely matters (small |g0|, low
+        noise) weigh little."""
+        c = self.config
+        if c.prompt_guard == 0 or c.form != "p1" or p.eps_u is None:
+            return 0.0
+        g0 = (p.eps_y - p.eps_u).flatten(1).float()
+        g = (p.eps_y - p.eps_n).flatten(1).float()
+        energy = (g0 * g0).sum(1)
+        taken = torch.relu(c.prompt_guard_keep * energy - (g * g0).sum(1))  # relu: no gradient when nothing is taken
+        total = global_sum(energy.sum()).clamp_min(1e-12)
+        share = world_size() * taken.sum() / total
+        logs["prompt_taken"] = share.detach() / world_size()
+        return c.prompt_guard * self.loss_scale.scale_loss(share)  # e_n enters unscaled, as for the reward loss
 
     def _reward_cfg(self, step: int) -> tuple[float, float]:
         """(scale, phi) of the reward branch's teacher."""
@@ -237,7 +263,8 @@ class PSD(GuidanceStrategy):
         e_y = cond.prompt_emb[vi]
         e_n = self.loss_scale.unscale(self.neg_emb) if update else self.neg_emb
         e_n = e_n.expand_as(e_y).to(x_t)
-        embs = [e_y, cond.uncond_emb.expand_as(e_y)] if c.form == "p2" else [e_y]
+        with_u = c.form == "p2" or (update and c.prompt_guard > 0)
+        embs = [e_y, cond.uncond_emb.expand_as(e_y)] if with_u else [e_y]
         if c.batch_conditionings:  # one prior call; with ``update`` its backward spans every row
             with torch.set_grad_enabled(update):
                 *fixed, eps_n = predict_many(prior, x_t, t, [*embs, e_n], cams)
@@ -247,7 +274,7 @@ class PSD(GuidanceStrategy):
                 fixed = predict_many(prior, x_t, t, embs, cams, batched=False)
             with torch.set_grad_enabled(update):
                 eps_n = prior.predict_noise(x_t, t, e_n, cams)
-        return Predictions(fixed[0], fixed[1] if c.form == "p2" else None, eps_n)
+        return Predictions(fixed[0], fixed[1] if with_u else None, eps_n)
 
     def _teacher(
         self, p: Predictions, s: float, phi: float, rho: Tensor | float, step: int, space: NativeSpace

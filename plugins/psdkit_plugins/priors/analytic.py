@@ -23,7 +23,7 @@ from psdkit.config.schema import knob
 from psdkit.contracts import Cameras, DiffusionPrior
 from psdkit.contracts.capabilities import KnownObjects
 from psdkit.contracts.prior import CumprodSchedule
-from psdkit.world.objects import DEFAULT_OBJECTS, answering, render_objects
+from psdkit.world.objects import DEFAULT_OBJECTS, WORLD_OBJECTS, answering, render_objects
 from psdkit.world.text import TinyTextEncoder
 
 
@@ -44,7 +44,8 @@ class AnalyticPriorConfig:
     beta_end: float = knob(0.012, gt=0.0, lt=1.0)
     """Last beta of the scaled-linear schedule."""
     objects: tuple[str, ...] = ()
-    """Names of the world objects in the mixture; empty means all."""
+    """Names of the world objects in the mixture (any of psdkit.world.WORLD_OBJECTS); empty: the four default
+    ones (red and blue sphere, green and purple cube)."""
     token_dim: int = knob(16, ge=8, le=4096)
     """D, the text-embedding width."""
     max_tokens: int = knob(8, ge=1, le=4096)
@@ -55,7 +56,7 @@ class AnalyticPriorConfig:
     """How renders are resized to ``resolution``."""
 
     def __post_init__(self) -> None:
-        known = {o.name for o in DEFAULT_OBJECTS}
+        known = {o.name for o in WORLD_OBJECTS}
         bad = [n for n in self.objects if n not in known]
         if bad:
             raise ValueError(f"objects: unknown {bad}; known: {sorted(known)}")
@@ -71,7 +72,7 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
     def __init__(self, config: AnalyticPriorConfig) -> None:
         super().__init__(config)
         chosen = set(config.objects)
-        self.objects = tuple(o for o in DEFAULT_OBJECTS if not chosen or o.name in chosen)
+        self.objects = tuple(o for o in WORLD_OBJECTS if o.name in chosen) if chosen else DEFAULT_OBJECTS
         vocab = sorted({w for o in self.objects for w in o.words})
         self.text = TinyTextEncoder(vocab, config.max_tokens, config.token_dim)
         self.register_buffer("keys", self.text.keys([o.words for o in self.objects]))

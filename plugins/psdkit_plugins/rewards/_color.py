@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from psdkit.world.objects import DEFAULT_OBJECTS
+from psdkit.world.objects import WORLD_OBJECTS
 
 
 def foreground(images: Tensor) -> Tensor:
@@ -16,7 +16,7 @@ def foreground(images: Tensor) -> Tensor:
 def prompt_colors(prompt: str) -> list[Tensor]:
     """RGB [3] of each world colour named in ``prompt``."""
     words = set(prompt.lower().replace(",", " ").split())
-    return [torch.tensor(o.color) for o in DEFAULT_OBJECTS if o.words[0] in words]
+    return [torch.tensor(o.color) for o in WORLD_OBJECTS if o.words[0] in words]
 
 
 def color_alignment(images: Tensor, prompts: list[str], mask: Tensor) -> Tensor:
