@@ -222,7 +222,7 @@ def prepare_sweep_dir(root: Path, trials: list[dict[str, Any]], overwrite: bool,
             f"sweep directory {root} already exists; --resume finishes it (skips finished trials), --overwrite "
             f"replaces it, or set another name: in the sweep file or --out"
         )
-    done = json.loads((root / "sweep.json").read_text()).get("trials", []) if (root / "sweep.json").is_file() else []
+    done = _finished_trials(root / "sweep.json")
     for entry in done:
         i = entry.get("trial")
         if not isinstance(i, int) or i >= len(trials) or entry.get("params") != json.loads(json.dumps(trials[i])):
@@ -231,6 +231,21 @@ def prepare_sweep_dir(root: Path, trials: list[dict[str, Any]], overwrite: bool,
                 "resume with the original sweep file, or --overwrite"
             )
     return {e["trial"]: e for e in done if e.get("metric") is not None}
+
+
+def _finished_trials(path: Path) -> list[dict[str, Any]]:
+    """The trials a sweep.json records (none if there is no file yet)."""
+    if not path.is_file():
+        return []
+    try:
+        trials = json.loads(path.read_text()).get("trials", [])
+    except (ValueError, AttributeError) as err:
+        raise RunDirError(
+            f"{path} is not a sweep record ({type(err).__name__}); --overwrite starts the sweep over"
+        ) from err
+    if not isinstance(trials, list) or not all(isinstance(t, dict) for t in trials):
+        raise RunDirError(f"{path}: `trials` is not a list of trials; --overwrite starts the sweep over")
+    return trials
 
 
 def run_local(

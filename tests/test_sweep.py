@@ -141,3 +141,17 @@ def test_local_sweep_owns_its_directory_and_resumes(tmp_path, capsys):
     assert trial0.stat().st_mtime_ns == finished[trial0], "a finished trial is not run again"
     assert main([*argv, "--overwrite"]) == 0
     assert all(p.stat().st_mtime_ns != t for p, t in finished.items())
+
+
+def test_a_corrupt_sweep_record_is_one_clear_error(tmp_path):
+    from psdkit.errors import RunDirError
+    from psdkit.sweep import SWEEP_MARKER, prepare_sweep_dir
+
+    root = tmp_path / "s"
+    root.mkdir()
+    (root / SWEEP_MARKER).write_text("")
+    (root / "sweep.json").write_text("{truncated")
+    with pytest.raises(RunDirError, match=r"sweep\.json is not a sweep record .*--overwrite starts the sweep over"):
+        prepare_sweep_dir(root, [{"seed": 0}], overwrite=False, resume=True)
+    assert prepare_sweep_dir(root, [{"seed": 0}], overwrite=True, resume=False) == {}
+    assert sorted(p.name for p in root.iterdir()) == [SWEEP_MARKER]
