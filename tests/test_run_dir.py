@@ -133,3 +133,18 @@ def test_output_root_that_cannot_be_created_is_refused_first(tmp_path, capsys):
     blocker.write_text("")
     assert fit(blocker / "runs", "trainer.max_steps=1") == 2
     assert "output.root: cannot write run directories under" in capsys.readouterr().err
+
+
+def test_resume_auto_restarts_a_run_that_never_saved_a_checkpoint(tmp_path):
+    """A requeued job (`--resume auto`) whose first attempt died before any checkpoint starts over; a folder
+    that is not a run directory is still refused."""
+    root = tmp_path / "runs"
+    assert fit(root, "name=run", "trainer.max_steps=2") == 0
+    for ckpt in (root / "run" / "checkpoints").glob("*.ckpt"):
+        ckpt.unlink()
+    assert fit(root, "name=run", "trainer.max_steps=2", "--resume", "auto") == 0
+    assert json.loads((root / "run" / "metrics.json").read_text())["steps"] == 2
+    (root / "other").mkdir()
+    (root / "other" / "notes.txt").write_text("mine")
+    assert fit(root, "name=other", "trainer.max_steps=2", "--resume", "auto") == 2
+    assert (root / "other" / "notes.txt").read_text() == "mine"

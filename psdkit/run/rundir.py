@@ -137,6 +137,8 @@ def plan_run_dir(
         if ckpt is not None:
             check_resume_recipe(src, recipe, ckpt)
             return src, ckpt
+        # auto on a run that died before its first checkpoint (a requeued job): nothing to lose, start over
+        overwrite = overwrite or is_run_dir(run_dir)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         if not overwrite:
             raise RunDirError(f"{run_dir} already exists; {_what_to_do(run_dir)}")
