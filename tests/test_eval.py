@@ -5,26 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tiny_overrides import TINY_QUICKSTART
+
 from psdkit.cli.main import main
 from psdkit.run.eval_run import hacking
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "trainer.max_steps=4",
-    "trainer.progress=false",
-    "trainer.threads=1",
-    "trainer.ckpt_every=2",
-    "camera.config.batch_size=1",
-    "camera.config.height=16",
-    "camera.config.width=16",
-    "prior.config.resolution=16",
-    "renderer.config.num_samples=8",
-    "output.eval_views=2",
-    "output.eval_resolution=16",
-    "output.video_views=0",
-    "output.mesh=false",
-    "logger.name=none",
-]
+TINY = [*TINY_QUICKSTART, "trainer.max_steps=4", "trainer.ckpt_every=2", "logger.name=none"]
 
 
 def test_eval_and_compare(tmp_path, monkeypatch, capsys):

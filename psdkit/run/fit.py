@@ -171,8 +171,9 @@ def finish(system: PSDSystem, recipe: Recipe, run_dir: Path, wall: float, steps:
     return FitResult(run_dir, metrics, files)
 
 
-def plan_run_dir(recipe: Recipe, opts: FitOptions) -> tuple[Path, Path | None]:
-    """The run directory and the checkpoint to resume from (see :func:`psdkit.run.rundir.plan_run_dir`)."""
+def plan_run_dir(recipe: Recipe, opts: FitOptions) -> tuple[Path, tuple[Path, int] | None]:
+    """The run directory, and the checkpoint to resume from with its step (see
+    :func:`psdkit.run.rundir.plan_run_dir`)."""
     if launched_rank() != 0 and not opts.resume:  # rank 0 checked and owns the directory
         return opts.run_dir or Path(recipe.schema.output.root) / recipe.schema.name, None
     return rundir.plan_run_dir(recipe, opts.run_dir, opts.resume, opts.overwrite)
@@ -180,9 +181,9 @@ def plan_run_dir(recipe: Recipe, opts: FitOptions) -> tuple[Path, Path | None]:
 
 def fit(recipe: Recipe, opts: FitOptions) -> FitResult | None:
     """Train ``recipe``. Returns the result on rank 0, None on other ranks."""
-    run_dir, ckpt = plan_run_dir(recipe, opts)
+    run_dir, resume = plan_run_dir(recipe, opts)
     check_step_memory(recipe)
-    resume_step = int(rundir.read_checkpoint(ckpt)["global_step"]) if ckpt else None
+    ckpt, resume_step = resume if resume else (None, None)
     t = recipe.schema.trainer
     torch.set_num_threads(t.threads or threads_per_process(t.devices, t.accelerator))
     L.seed_everything(recipe.schema.seed, workers=True, verbose=False)

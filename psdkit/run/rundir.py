@@ -108,22 +108,29 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def usable_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest checkpoint that loads (``last.ckpt``, then numbered ones); warns about broken ones."""
+def newest_intact(ckpt_dir: Path) -> tuple[Path, int] | None:
+    """(path, global step) of the newest checkpoint that loads (``last.ckpt``, then numbered ones); warns about
+    broken ones."""
     for path in checkpoint_files(ckpt_dir):
         try:
-            read_checkpoint(path)
+            state = read_checkpoint(path)
         except RunDirError as err:
-            warnings.warn(f"{err}; trying an older one", PsdkitWarning, stacklevel=2)
+            warnings.warn(f"{err}; trying an older one", PsdkitWarning, stacklevel=3)
             continue
-        return path
+        return path, int(state["global_step"])
     return None
+
+
+def usable_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint that loads (see :func:`newest_intact`)."""
+    found = newest_intact(ckpt_dir)
+    return found[0] if found else None
 
 
 def plan_run_dir(
     recipe: Recipe, run_dir: Path | None, resume: str | None, overwrite: bool
-) -> tuple[Path, Path | None]:
-    """The run directory and the checkpoint to resume from, checked before anything is written.
+) -> tuple[Path, tuple[Path, int] | None]:
+    """The run directory and the checkpoint to resume from with its step, checked before anything is written.
 
     Raises:
         RunDirError: the directory exists (without ``overwrite``), is not a run directory, has no intact
@@ -135,7 +142,7 @@ def plan_run_dir(
         src = run_dir if resume == "auto" else Path(resume)
         ckpt = _resume_checkpoint(src, explicit=resume != "auto")
         if ckpt is not None:
-            check_resume_recipe(src, recipe, ckpt)
+            check_resume_recipe(src, recipe, ckpt[0])
             return src, ckpt
         # auto on a run that died before its first checkpoint (a requeued job): nothing to lose, start over
         overwrite = overwrite or is_run_dir(run_dir)
@@ -159,7 +166,7 @@ def _what_to_do(run_dir: Path) -> str:
     return ", ".join(ways[:-1]) + (" or " if len(ways) > 1 else "") + ways[-1]
 
 
-def _resume_checkpoint(src: Path, explicit: bool) -> Path | None:
+def _resume_checkpoint(src: Path, explicit: bool) -> tuple[Path, int] | None:
     """The checkpoint to resume ``src`` from; None for ``auto`` on a run that never saved one."""
     if explicit and not src.is_dir():
         raise RunDirError(f"--resume {src}: no such run directory")
@@ -168,7 +175,7 @@ def _resume_checkpoint(src: Path, explicit: bool) -> Path | None:
         if explicit:
             raise RunDirError(f"{src}: nothing to resume (no checkpoint in {src / 'checkpoints'})")
         return None
-    ckpt = usable_checkpoint(src / "checkpoints")
+    ckpt = newest_intact(src / "checkpoints")
     if ckpt is None:
         names = ", ".join(p.name for p in found)
         raise RunDirError(
