@@ -74,8 +74,8 @@ def test_run_directory_contents(tmp_path, monkeypatch):
         "output.video_views=6",
         "output.video_resolution=32",
         "output.mesh=true",
-        "output.mesh_resolution=32",
-        "output.mesh_threshold=2.0",
+        "output.export.resolution=32",
+        "output.export.level=2.0",
         "trainer.ckpt_every=1",
         "trainer.keep_checkpoints=1",
     ]
@@ -97,10 +97,12 @@ def test_run_directory_contents(tmp_path, monkeypatch):
     frames = imageio.mimread(run / "turntable.mp4")
     assert len(frames) == 6 and frames[0].shape == (32, 32, 3)
     mesh = trimesh.load(run / "mesh.glb", force="mesh")
-    assert len(mesh.faces) > 0 and mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)
+    assert len(mesh.faces) > 0 and mesh.visual.uv.shape == (len(mesh.vertices), 2)
+    assert mesh.visual.material.baseColorTexture.size == (512, 512)  # the quickstart's texture_size
     outward = (mesh.vertex_normals * (mesh.vertices - mesh.vertices.mean(0))).sum(1)
     assert (outward > 0).mean() > 0.9, "faces must be wound outward"
-    assert trimesh.load(run / "mesh.obj", force="mesh").vertices.shape == mesh.vertices.shape
+    assert trimesh.load(run / "mesh.obj", force="mesh").faces.shape == mesh.faces.shape
+    assert metrics["mesh"]["faces"] == len(mesh.faces) and "psnr_to_field" in metrics["mesh"]
     assert (run / "logs" / "metrics.csv").is_file()
 
 

@@ -30,5 +30,13 @@ def test_quickstart(tmp_path, monkeypatch):
     mesh = trimesh.load(run / "mesh.glb", force="mesh")
     extent = mesh.bounding_box.extents
     assert 0.8 < extent.min() and extent.max() < 1.3, f"a sphere of radius 0.5, got extents {extent}"
-    colors = mesh.visual.vertex_colors[:, :3].astype(float).mean(0)
+    uv = mesh.visual.uv
+    assert uv.shape == (len(mesh.vertices), 2) and uv.min() >= 0 and uv.max() <= 1
+    assert mesh.visual.material.baseColorTexture.size == (512, 512)
+    colors = mesh.visual.to_color().vertex_colors[:, :3].astype(float).mean(0)
     assert colors[0] > 2 * colors[2], f"the mesh is red, got mean colour {colors}"
+    assert len(mesh.faces) <= 20_000 and m["mesh"]["faces"] == len(mesh.faces)
+    assert m["mesh"]["psnr_to_field"] >= 25.0, m["mesh"]  # the textured mesh looks like the NeRF
+    assert main(["eval", str(run), "--mesh"]) == 0
+    scored = json.loads((run / "eval.json").read_text())["mesh"]
+    assert scored["fidelity"]["object"] == "red-sphere" and scored["psnr_to_field"] >= 25.0, scored

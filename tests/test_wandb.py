@@ -46,8 +46,8 @@ def test_offline_run(tmp_path, monkeypatch):
             "output.eval_resolution=16",
             "output.video_views=4",
             "output.video_resolution=32",
-            "output.mesh_resolution=32",
-            "output.mesh_threshold=2.0",
+            "output.export.resolution=32",
+            "output.export.level=2.0",
         ],
     )
     run = tmp_path / "run"

@@ -11,7 +11,7 @@ def evaluate_runs(args: argparse.Namespace) -> int:
     from psdkit.run.eval_run import HackingRule, compare_table, eval_run, verdict
 
     rule = HackingRule(args.psnr_floor, args.psnr_drop)
-    results = [eval_run(Path(run), args.rewards, args.views, args.resolution, rule) for run in args.runs]
+    results = [eval_run(Path(run), args.rewards, args.views, args.resolution, rule, args.mesh) for run in args.runs]
     if args.compare or len(results) > 1:
         print(compare_table(results))
         return 0
@@ -29,5 +29,11 @@ def evaluate_runs(args: argparse.Namespace) -> int:
     since = f" (since step {r['first']['step']})" if "first" in r else ""
     unchecked = f"; not checked: {', '.join(h['unavailable'])}" if h["unavailable"] else ""
     print(f"reward hacking{since}: {verdict(h)}{unchecked} ({r['views']} views x {r['resolution']} px)")
+    if "mesh" in r:
+        m = r["mesh"]
+        shows = f", shows {m['fidelity']['object']}" if "fidelity" in m else ""
+        print(f"exported {m['file']}: {m['psnr_to_field']:.2f} dB PSNR to the field's renders{shows}")
+        for name, pair in m["rewards"].items():
+            print(f"  {name}: field {pair['field']:.4f}, mesh {pair['mesh']:.4f}")
     print(f"wrote {Path(r['run']) / 'eval.json'} and {Path(r['run']) / 'contact_sheet.png'}")
     return 0

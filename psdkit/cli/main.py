@@ -93,6 +93,11 @@ def _add_eval(sub: Any) -> None:
     )
     ev.add_argument("--compare", action="store_true", help="print one table of all runs")
     ev.add_argument(
+        "--mesh",
+        action="store_true",
+        help="also render the run's exported mesh file from the same views and score it (psdkit export first)",
+    )
+    ev.add_argument(
         "--psnr-floor",
         type=float,
         default=20.0,
@@ -106,6 +111,29 @@ def _add_eval(sub: Any) -> None:
     )
     ev.set_defaults(func=_lazy("psdkit.cli.eval_cmd:evaluate_runs"))
     _add_bench(sub)
+
+
+def _add_export(sub: Any) -> None:
+    ex = sub.add_parser(
+        "export",
+        help="a finished run's mesh: marching cubes, cleanup, face budget, UV atlas, baked texture (GLB, OBJ, PLY)",
+    )
+    ex.add_argument("run", help="run directory")
+    ex.add_argument(
+        "--format",
+        nargs="+",
+        choices=["glb", "obj", "ply"],
+        dest="formats",
+        help="files to write (default: the run's output.export.formats)",
+    )
+    ex.add_argument("--resolution", type=positive_int, help="marching-cubes grid (default: the run's)")
+    ex.add_argument("--faces", type=positive_int, help="face budget (default: the run's output.export.faces)")
+    ex.add_argument("--texture-size", type=positive_int, help="texture side, texels (default: the run's)")
+    ex.add_argument("--level", type=float, help="density level of the surface (default: the run's, or automatic)")
+    ex.add_argument("--texture", choices=["uv", "vertex"], help="baked UV texture or vertex colours")
+    ex.add_argument("--up", choices=["y", "z"], dest="up_axis", help="up axis of the files (default: y, glTF's)")
+    ex.add_argument("--out", help="folder to write into (default: the run directory)")
+    ex.set_defaults(func=_lazy("psdkit.cli.export_cmd:export"))
 
 
 def _add_bench(sub: Any) -> None:
@@ -186,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"psdkit {psdkit.__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_fit, _add_inspection, _add_eval, _add_sweeps):
+    for add in (_add_fit, _add_inspection, _add_eval, _add_export, _add_sweeps):
         add(sub)
     return parser
 

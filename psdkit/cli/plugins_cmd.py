@@ -67,7 +67,9 @@ def describe_config(cls: type) -> list[str]:
     hints = typing.get_type_hints(cls)
     lines = []
     for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
+        if dataclasses.is_dataclass(f.default) and not isinstance(f.default, Schedule):  # a nested section
+            default = "(a section: its fields are listed under its own name)"
+        elif f.default is not dataclasses.MISSING:
             default = show_value(f.default)
         elif f.default_factory is not dataclasses.MISSING:
             default = show_value(f.default_factory())

@@ -50,6 +50,10 @@ def render() -> str:
         tp = hints[f.name]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp.__name__ != "ComponentSpec":
             out += section(tp, f"`{f.name}`")
+            inner = typing.get_type_hints(tp)
+            for g in dataclasses.fields(tp):
+                if isinstance(inner[g.name], type) and dataclasses.is_dataclass(inner[g.name]):
+                    out += section(inner[g.name], f"`{f.name}.{g.name}`")
     reg = default_registry()
     out += ["# Built-in plugins", ""]
     for kind in KINDS:

@@ -17,6 +17,7 @@ import yaml
 from psdkit.config import yaml_load
 from psdkit.config.recipe_schema import ComponentSpec, RecipeSchema
 from psdkit.config.schema import build_config, config_to_dict
+from psdkit.contracts.capabilities import DensityField
 from psdkit.errors import PluginError, PsdkitWarning, RecipeError
 from psdkit.registry import PluginInfo, Registry, default_registry
 
@@ -228,6 +229,39 @@ def check_run_name(name: str, path: str) -> None:
         )
 
 
+MOVED_MESH_KEYS = {
+    "mesh_resolution": "resolution",
+    "mesh_threshold": "level",
+    "mesh_formats": "formats",
+    "mesh_keep_largest": "keep_components",
+}
+"""Keys of ``output`` that moved into ``output.export`` (old name: new name)."""
+
+
+def check_moved_mesh_keys(data: dict[str, Any]) -> None:
+    """A recipe written for the vertex-coloured export gets the new key's name, not "unknown key"."""
+    output = data.get("output")
+    for old, new in MOVED_MESH_KEYS.items():
+        if isinstance(output, dict) and old in output:
+            raise RecipeError(f"output.{old}", f"moved: set output.export.{new} (docs/export.md)", output[old])
+
+
+def migrate_mesh_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A recipe saved by an older psdkit (a run directory's recipe.yaml) with its ``output.mesh_*`` keys moved
+    into ``output.export``; ``mesh_keep_largest`` becomes ``keep_components`` 1 or 0."""
+    output = data.get("output")
+    if not isinstance(output, dict) or not any(k in output for k in MOVED_MESH_KEYS):
+        return data
+    output = dict(output)
+    export = dict(output.get("export") or {})
+    for old, new in MOVED_MESH_KEYS.items():
+        if old in output:
+            value = output.pop(old)
+            export[new] = int(bool(value)) if old == "mesh_keep_largest" else value
+    output["export"] = export
+    return {**data, "output": output}
+
+
 def validate(
     data: dict[str, Any], registry: Registry | None = None, source: str = "<dict>", overrides: tuple[str, ...] = ()
 ) -> Recipe:
@@ -242,6 +276,7 @@ def validate(
         )
     if isinstance(data, dict):
         data = strip_provenance(data)
+        check_moved_mesh_keys(data)
     schema = build_config(RecipeSchema, data, "")
     check_run_name(schema.name, "name")
     if not schema.output.root.strip():
@@ -258,6 +293,13 @@ def validate(
     )
     if comps["guidance"].cls.needs_reward and "reward" not in comps:
         raise RecipeError("reward", f"guidance {schema.guidance.name!r} needs a reward model; add a `reward:` section")
+    if schema.output.mesh and not issubclass(comps["representation"].cls, DensityField):
+        raise RecipeError(
+            "output.mesh",
+            f"representation {schema.representation.name!r} has no density field to turn into a mesh (it does not "
+            "declare psdkit.contracts.capabilities.DensityField); set output.mesh: false",
+            True,
+        )
     return Recipe(schema, comps, evals, source, overrides)
 
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Literal
 
 from psdkit.config.schema import knob
+from psdkit.mesh.config import MeshExportConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,15 +113,9 @@ class OutputConfig:
     eval_resolution: int = knob(64, ge=8, le=4096)
     """Side of the evaluation renders, pixels."""
     mesh: bool = True
-    """Export a mesh (GLB and OBJ with vertex colours)."""
-    mesh_resolution: int = knob(128, ge=16, le=512)
-    """Marching-cubes grid resolution."""
-    mesh_threshold: float | None = knob(None, gt=0.0)
-    """Density level of the surface; null: automatic (half the median density of occupied cells)."""
-    mesh_formats: tuple[Literal["glb", "obj", "ply"], ...] = ("glb", "obj")
-    """Mesh files to write."""
-    mesh_keep_largest: bool = True
-    """Keep only the largest connected component of the mesh (drops floaters)."""
+    """Export a mesh at the end of training, as ``export`` says (also ``psdkit export RUN_DIR`` later)."""
+    export: MeshExportConfig = MeshExportConfig()
+    """Mesh export: marching cubes, cleanup, face budget, UV atlas and baked texture, files (docs/export.md)."""
 
 
 @dataclasses.dataclass(frozen=True)

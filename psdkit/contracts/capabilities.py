@@ -41,3 +41,13 @@ class TrainableAdapter(abc.ABC):
     @abc.abstractmethod
     def adapter_enabled(self, name: str) -> contextlib.AbstractContextManager[None]:
         """A context in which ``predict_noise`` runs with adapter ``name`` switched on."""
+
+
+class DensityField(abc.ABC):
+    """A representation whose ``density(points)`` is a volume density with a surface inside the box (a NeRF,
+    Gaussians splatted as densities): mesh export (marching cubes) needs it. A representation without one (a
+    2D image) cannot be exported as a mesh."""
+
+    @abc.abstractmethod
+    def density(self, points: Tensor) -> Tensor:
+        """[N] volume density >= 0 at world points [N, 3]."""

@@ -18,7 +18,7 @@ import imageio.v2 as imageio
 import torch
 
 from psdkit.config import yaml_load
-from psdkit.config.recipe import Recipe, validate
+from psdkit.config.recipe import Recipe, migrate_mesh_keys, validate
 from psdkit.errors import RunDirError
 from psdkit.run.rundir import read_checkpoint
 
@@ -30,7 +30,7 @@ def load_run_recipe(run_dir: Path, rewards: list[str] | None) -> Recipe:
     path = run_dir / "recipe.yaml"
     if not path.is_file():
         raise RunDirError(f"{run_dir}: not a psdkit run directory (no recipe.yaml)")
-    data = yaml_load.load(path.read_text())
+    data = migrate_mesh_keys(yaml_load.load(path.read_text()))
     if rewards is not None:
         known = {e["name"]: e for e in data.get("eval_rewards", [])}
         data["eval_rewards"] = [known.get(name, {"name": name}) for name in rewards]
@@ -47,15 +47,22 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return [steps[0], last] if steps and steps[0] != last else [last]
 
 
-def score(system: Any, ckpt: Path, views: int, size: int) -> tuple[dict[str, Any], torch.Tensor]:
-    """Load ``ckpt`` into ``system`` and evaluate it; returns (scores, renders)."""
-    from psdkit.run.evaluate import evaluate
-
+def load_into(system: Any, ckpt: Path) -> dict[str, Any]:
+    """Load ``ckpt``'s weights into ``system``; returns the checkpoint. A checkpoint of another recipe is a
+    :class:`RunDirError`."""
     state = read_checkpoint(ckpt)
     try:
         system.load_state_dict(state["state_dict"])
     except RuntimeError as err:
         raise RunDirError(f"{ckpt} does not fit the run's recipe.yaml ({str(err).splitlines()[0]})") from err
+    return state
+
+
+def score(system: Any, ckpt: Path, views: int, size: int) -> tuple[dict[str, Any], torch.Tensor]:
+    """Load ``ckpt`` into ``system`` and evaluate it; returns (scores, renders)."""
+    from psdkit.run.evaluate import evaluate
+
+    state = load_into(system, ckpt)
     result = evaluate(system, views, size)
     result["step"] = int(state["global_step"])
     return result, system.render_views(views, size)
@@ -112,12 +119,17 @@ def hacking(first: dict[str, Any] | None, last: dict[str, Any], rule: HackingRul
 
 
 def eval_run(
-    run_dir: Path, rewards: list[str] | None, views: int | None, size: int | None, rule: HackingRule = HackingRule()
+    run_dir: Path,
+    rewards: list[str] | None,
+    views: int | None,
+    size: int | None,
+    rule: HackingRule = HackingRule(),
+    mesh: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``; writes eval.json and contact_sheet.png there.
 
     ``views`` and ``size`` default to the run's ``output.eval_views`` and ``output.eval_resolution``, the
-    settings its metrics.json was scored with.
+    settings its metrics.json was scored with. ``mesh`` also scores renders of the run's exported mesh file.
     """
     from psdkit.run.build import build_components
     from psdkit.run.callbacks import to_uint8
@@ -138,6 +150,8 @@ def eval_run(
         out["first"] = first
     out["hacking"] = hacking(first, last, rule)
     out["reward_hacking"] = out["hacking"]["flagged"]
+    if mesh:
+        out["mesh"] = score_mesh(system, run_dir, views, size, images)
     (run_dir / "eval.json").write_text(json.dumps(out, indent=2))
     imageio.imwrite(run_dir / "contact_sheet.png", to_uint8(grid_image(images)))
     return out
@@ -170,3 +184,36 @@ def compare_table(results: list[dict[str, Any]]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def score_mesh(system: Any, run_dir: Path, views: int, size: int, field_images: torch.Tensor) -> dict[str, Any]:
+    """Renders of the exported mesh file (as export.json describes it) from the same views: their rewards next
+    to the field's, their PSNR to the field's renders, and the object they show (analytic world)."""
+    from psdkit.contracts.capabilities import KnownObjects
+    from psdkit.mesh.load import load_textured
+    from psdkit.mesh.pipeline import psnr, render_textured
+    from psdkit.run.evaluate import fidelity
+    from psdkit.run.export import reward_scorer
+
+    info_path = run_dir / "export.json"
+    if not info_path.is_file():
+        raise RunDirError(f"{run_dir}: no export.json (export the mesh first: psdkit export {run_dir})")
+    cfg = json.loads(info_path.read_text())["config"]
+    path = next((run_dir / f"mesh.{f}" for f in ("glb", "obj") if (run_dir / f"mesh.{f}").is_file()), None)
+    if path is None:
+        raise RunDirError(f"{run_dir}: no textured mesh.glb or mesh.obj to score")
+    mesh = load_textured(path, cfg["up_axis"], cfg["scale"])
+    comp = system.components
+    cams = comp.camera.orbit(views, size, size)
+    images = render_textured(mesh, cams, system.background, cfg["check_supersample"])
+    score = reward_scorer(system)
+    field_scores, mesh_scores = score(field_images), score(images)
+    out: dict[str, Any] = {
+        "file": path.name,
+        "psnr_to_field": round(float(psnr(images, field_images.cpu()).mean()), 3),
+        "rewards": {k: {"field": field_scores[k], "mesh": mesh_scores[k]} for k in field_scores},
+    }
+    if isinstance(comp.prior, KnownObjects):
+        refs = {k: v.cpu() for k, v in comp.prior.references(cams.to(system.device)).items()}
+        out["fidelity"] = fidelity(images, refs, comp.prior.answers(comp.cond.base_prompt))
+    return out

@@ -1,16 +1,20 @@
-"""Turntable videos and meshes of a trained representation."""
+"""Turntable videos and meshes of a trained system (``psdkit fit``'s end and ``psdkit export``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import imageio.v2 as imageio
-import mcubes
-import numpy as np
 import torch
-import trimesh
+from torch import Tensor
 
-from psdkit.contracts import Representation
+from psdkit.config.recipe_schema import OutputConfig
+from psdkit.contracts.capabilities import DensityField
+from psdkit.errors import RecipeError
+from psdkit.mesh.config import MeshExportConfig
+from psdkit.mesh.pipeline import CheckViews, EmptySurface, export_mesh
 from psdkit.run.callbacks import to_uint8
 from psdkit.system import PSDSystem
 
@@ -23,68 +27,46 @@ def export_video(system: PSDSystem, path: Path, frames: int, size: int, fps: int
     return path
 
 
-@torch.no_grad()
-def density_grid(field: Representation, resolution: int, chunk: int = 1 << 18) -> np.ndarray:
-    """[R, R, R] densities on a regular grid spanning the field's box (x, y, z index order)."""
-    b = field.bound
-    axis = torch.linspace(-b, b, resolution)
-    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).view(-1, 3)
-    dev = next(field.parameters()).device
-    dens = torch.cat([field.density(p.to(dev)).cpu() for p in pts.split(chunk)])
-    return dens.view(resolution, resolution, resolution).numpy()
+def reward_scorer(system: PSDSystem) -> Callable[[Tensor], dict[str, float]]:
+    """Scores a batch of renders [B, 3, H, W] with the run's training and evaluation rewards, by name."""
+    comp = system.components
+    rewards = {"train_reward": comp.reward} if comp.reward is not None else {}
+    rewards.update(comp.eval_rewards)
 
+    @torch.no_grad()
+    def score(images: Tensor) -> dict[str, float]:
+        prompts = [comp.cond.base_prompt] * len(images)
+        dev = system.device
+        return {name: float(r(images.to(dev), prompts).mean()) for name, r in rewards.items()}
 
-def auto_threshold(grid: np.ndarray) -> float:
-    """Half the median density of the occupied cells (density above 1% of the maximum).
-
-    Adapts to the field's density scale and does not depend on how much of the box the object fills.
-    """
-    occupied = grid[grid > 0.01 * grid.max()]
-    return 0.5 * float(np.median(occupied)) if occupied.size else float("inf")
+    return score
 
 
 @torch.no_grad()
-def extract_mesh(
-    field: Representation, resolution: int, threshold: float | None, keep_largest: bool = True
-) -> tuple[trimesh.Trimesh | None, float]:
-    """Marching-cubes surface with per-vertex colours, and the density level used; None if empty.
-
-    ``threshold`` None picks the level with :func:`auto_threshold`. ``keep_largest`` keeps only the
-    largest connected component (drops floaters).
-    """
-    grid = density_grid(field, resolution)
-    threshold = auto_threshold(grid) if threshold is None else threshold
-    if not np.isfinite(threshold) or grid.max() < threshold or grid.min() > threshold:
-        return None, threshold
-    verts, faces = mcubes.marching_cubes(grid, threshold)
-    b = field.bound
-    verts = verts / (resolution - 1) * 2 * b - b
-    dev = next(field.parameters()).device
-    pts = torch.from_numpy(verts).float()
-    rgb = torch.cat([field(p.to(dev)).rgb.cpu() for p in pts.split(1 << 18)]).numpy()
-    colors = np.concatenate([(rgb * 255).round(), np.full((len(rgb), 1), 255)], 1).astype(np.uint8)
-    mesh = trimesh.Trimesh(verts, faces, vertex_colors=colors, process=True)
-    parts = mesh.split(only_watertight=False) if keep_largest else [mesh]
-    if len(parts) > 1:
-        mesh = max(parts, key=lambda m: len(m.faces))
-    return mesh, threshold
+def check_views(system: PSDSystem, views: int, size: int) -> CheckViews:
+    """The field's renders of the evaluation orbit, which the export check compares the mesh with."""
+    cams = system.components.camera.orbit(views, size, size)
+    return CheckViews(cams, system.background, system.render_views(views, size).cpu(), reward_scorer(system))
 
 
-def export_mesh(
-    field: Representation,
-    out_dir: Path,
-    resolution: int,
-    threshold: float | None,
-    formats: tuple[str, ...],
-    keep_largest: bool = True,
-) -> tuple[list[Path], float]:
-    """Write the mesh in each of ``formats``; returns the paths (empty if no surface) and the level used."""
-    mesh, threshold = extract_mesh(field, resolution, threshold, keep_largest)
-    if mesh is None:
-        return [], threshold
-    paths = []
-    for fmt in formats:
-        path = out_dir / f"mesh.{fmt}"
-        mesh.export(path)
-        paths.append(path)
-    return paths, threshold
+def mesh_export(system: PSDSystem, cfg: MeshExportConfig, out_dir: Path, views: int, size: int) -> dict[str, Any]:
+    """Export the system's representation as ``cfg`` says into ``out_dir`` (export.json included)."""
+    field = system.representation
+    if not isinstance(field, DensityField):
+        raise RecipeError(
+            "representation", f"{type(field).__name__} has no density field to turn into a mesh (not a DensityField)"
+        )
+    return export_mesh(field, cfg, out_dir, check_views(system, views, size) if cfg.check else None)
+
+
+def export_run_mesh(system: PSDSystem, out: OutputConfig, run_dir: Path, metrics: dict[str, Any]) -> dict[str, str]:
+    """The end-of-fit export: files by format; the level, face count and check PSNR go into ``metrics``."""
+    try:
+        report = mesh_export(system, out.export, run_dir, out.eval_views, out.eval_resolution)
+    except EmptySurface as err:
+        metrics["mesh_warning"] = f"{err}"
+        return {}
+    metrics["mesh"] = {k: report[k] for k in ("level", "faces", "seconds") if k in report}
+    if "check" in report:
+        metrics["mesh"]["psnr_to_field"] = report["check"]["psnr"]
+    return {name.rpartition(".")[2]: str(run_dir / name) for name in report["files"] if name.startswith("mesh.")}

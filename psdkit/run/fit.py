@@ -24,7 +24,7 @@ from psdkit.run import rundir
 from psdkit.run.build import build_components
 from psdkit.run.callbacks import AtomicCheckpoint, StepProgressBar, TrainClock, ValidationGrid
 from psdkit.run.evaluate import evaluate
-from psdkit.run.export import export_mesh, export_video
+from psdkit.run.export import export_run_mesh, export_video
 from psdkit.run.resources import check_step_memory, threads_per_process
 from psdkit.system import PSDSystem
 
@@ -151,18 +151,7 @@ def finish(system: PSDSystem, recipe: Recipe, run_dir: Path, wall: float, steps:
             export_video(system, run_dir / "turntable.mp4", out.video_views, out.video_resolution, out.video_fps)
         )
     if out.mesh:
-        paths, level = export_mesh(
-            system.representation,
-            run_dir,
-            out.mesh_resolution,
-            out.mesh_threshold,
-            out.mesh_formats,
-            out.mesh_keep_largest,
-        )
-        files.update({p.suffix[1:]: str(p) for p in paths})
-        metrics["mesh_threshold"] = round(level, 4)
-        if not paths:
-            metrics["mesh_warning"] = f"no surface at density {level:.4g}; set output.mesh_threshold"
+        files.update(export_run_mesh(system, out, run_dir, metrics))
     metrics["peak_memory_mb"] = round(peak_memory_mb(), 1)
     metrics["files"] = files
     tmp = run_dir / ".metrics.json.tmp"

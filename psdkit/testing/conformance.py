@@ -25,6 +25,7 @@ import torch
 from psdkit.config import yaml_load
 from psdkit.config.schema import build_config, config_to_dict, field_docs
 from psdkit.contracts import GuidanceInput, GuidanceStrategy
+from psdkit.contracts.capabilities import DensityField
 from psdkit.contracts.weights import offers_random_weights
 from psdkit.testing import tiny
 
@@ -142,6 +143,15 @@ class RepresentationConformance(ComponentConformance):
         grouped = [p for g in field.param_groups() for p in g.params]
         assert {id(p) for p in grouped} == {id(p) for p in field.parameters()}, "param_groups must cover all"
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in grouped)
+
+    def test_density_field(self) -> None:
+        """A field declaring DensityField (mesh export) gives forward's density from ``density`` alone."""
+        field = self.build()
+        pts = (torch.rand(64, 3) * 2 - 1) * field.bound
+        with torch.no_grad():
+            full = field(pts).density
+            if isinstance(field, DensityField):
+                assert torch.allclose(field.density(pts), full, atol=1e-5)
 
 
 class RendererConformance(ComponentConformance):

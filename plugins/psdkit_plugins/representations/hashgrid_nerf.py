@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import FieldOutput, ParamGroup, Representation
+from psdkit.contracts.capabilities import DensityField
 from psdkit.errors import PluginError
 from psdkit.ops.hashgrid import hash_encode, level_resolutions
 from psdkit.ops.hashgrid_triton import hash_encode_triton, triton_status
@@ -78,8 +79,8 @@ def _tcnn_available() -> bool:
     return torch.cuda.is_available()
 
 
-class HashGridNeRF(Representation):
-    """Radiance field with a hash-grid encoding. Colour is view-independent."""
+class HashGridNeRF(Representation, DensityField):
+    """Radiance field with a hash-grid encoding. Colour is view-independent; exports as a mesh."""
 
     Config = HashGridNeRFConfig
 
