@@ -40,3 +40,15 @@ def build_optimizer(owned: dict[str, list[ParamGroup]], optim: OptimConfig) -> d
     schedules: list[Callable[[int], float]] = [g.lr for gs in owned.values() for g in gs]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedules)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+
+def reset_optimizer_state(
+    optimizer: torch.optim.Optimizer, resets: list[tuple[torch.nn.Parameter, torch.Tensor]]
+) -> None:
+    """Restart Adam's moments of the entries ``idx`` (along dim 0) of each parameter in ``resets``: entries a
+    representation has just created or moved (densified Gaussians) must not inherit another entry's momentum."""
+    for param, idx in resets:
+        state = optimizer.state.get(param, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key][idx] = 0

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from psdkit.config.recipe_schema import RecipeSchema
 from psdkit.contracts import Cameras, Components, GuidanceInput, RenderOutput
 from psdkit.ops.seeding import step_generator
-from psdkit.optim import build_optimizer
+from psdkit.optim import build_optimizer, reset_optimizer_state
 
 
 class StepDataset(Dataset):
@@ -94,6 +94,11 @@ class PSDSystem(L.LightningModule):
         step, max_steps = self.global_step, self.schema.trainer.max_steps
         seed, rank, world = self.schema.seed, self.global_rank, self.trainer.world_size
         self.representation.set_progress(step, max_steps)
+        resets = self.representation.restructure(step, step_generator(seed, 0, step, "structure"))
+        if resets:
+            opt = self.optimizers()
+            assert not isinstance(opt, list), "psdkit builds one optimizer"
+            reset_optimizer_state(opt.optimizer, resets)
         self.renderer.refresh(self.representation, step)
         # Cameras and guidance noise are drawn for the global batch (same on every rank) and sliced,
         # so results do not depend on how the batch is split; render jitter is per rank.
@@ -138,6 +143,7 @@ class PSDSystem(L.LightningModule):
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=1, logger=False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.representation.after_backward()
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.schema.trainer.skip_nonfinite and not self.grads_finite(params):
             self.skip_step(params)

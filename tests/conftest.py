@@ -70,8 +70,9 @@ def tiny_weights(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def tiny_model_overrides(w: dict[str, Path]) -> list[str]:
-    """Overrides that point a Stable Diffusion recipe's models at the tiny checkpoints."""
+def tiny_model_overrides(w: dict[str, Path], representation: str = "hashgrid-nerf") -> list[str]:
+    """Overrides that point a Stable Diffusion recipe's models at the tiny checkpoints (and shrink its
+    ``representation``)."""
     hps = f"{{checkpoint: '{w['hps']}', tokenizer: '{w['hps'] / 'clip'}', vision_heads: 4, text_heads: 4}}"
     evals = (
         f"[{{name: hpsv2, config: {hps}}}, "
@@ -88,8 +89,11 @@ def tiny_model_overrides(w: dict[str, Path]) -> list[str]:
         "reward.config.vision_heads=4",
         "reward.config.text_heads=4",
         f"eval_rewards={evals}",
-        "representation.config.levels=4",
-        "representation.config.log2_table_size=12",
+        *(
+            ["representation.config.levels=4", "representation.config.log2_table_size=12"]
+            if representation == "hashgrid-nerf"
+            else ["representation.config.init_count=200", "representation.config.capacity=400"]
+        ),
         "prior.config.compile_backend=aot_eager",
         "reward.config.compile_backend=aot_eager",  # trace, no codegen
     ]

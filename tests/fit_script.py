@@ -1,6 +1,6 @@
 """A short quickstart fit in its own process (DDP and kill tests run it as a subprocess).
 
-Usage: python fit_script.py OUT_DIR DEVICES BATCH [--kill-at STEP] [--resume] [overrides...]
+Usage: python fit_script.py OUT_DIR DEVICES BATCH [--kill-at STEP] [--resume] [--recipe FILE] [overrides...]
 Each rank saves its final state to OUT_DIR/rank<r>.pt; ``--kill-at`` sends SIGKILL to itself when the
 global step reaches STEP (after that step's optimizer update).
 """
@@ -73,20 +73,26 @@ def main() -> None:
         i = rest.index("--kill-at")
         kill_at = int(rest[i + 1])
         rest = rest[:i] + rest[i + 2 :]
+    recipe_file = "quickstart.yaml"
+    if "--recipe" in rest:
+        i = rest.index("--recipe")
+        recipe_file = rest[i + 1]
+        rest = rest[:i] + rest[i + 2 :]
     resume = "--resume" in rest
     rest = [r for r in rest if r != "--resume"]
+    tiny = TINY if recipe_file == "quickstart.yaml" else [o for o in TINY if not o.startswith("renderer.")]
     own_guidance = any(r.startswith("guidance.name=") for r in rest)
     overrides = [
         "name=run",
         f"trainer.devices={devices}",
         f"camera.config.batch_size={batch}",
-        *TINY,
+        *tiny,
         *([] if own_guidance else PSD_DEFAULTS),
         *rest,
     ]
     if devices > 1:
         overrides.append("trainer.strategy=ddp")
-    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides)
+    recipe = load_recipe(ROOT / "recipes" / recipe_file, overrides)
     run_dir = out / "run"
     opts = FitOptions(
         run_dir=run_dir,

@@ -13,7 +13,7 @@ import trimesh
 import yaml
 
 from psdkit.cli.main import main
-from psdkit.config.recipe import load_recipe
+from psdkit.config.recipe import load_file, load_recipe
 from psdkit.errors import RunDirError
 from psdkit.run.fit import FitOptions, fit
 
@@ -37,7 +37,7 @@ TINY = [
 
 def tiny_overrides(recipe: Path) -> list[str]:
     """Overrides that shrink ``recipe`` to a CPU smoke test (analytic prior at 16 px)."""
-    data = yaml.safe_load(recipe.read_text())
+    data = load_file(recipe)  # merged with its base
     extra = []
     if data.get("prior", {}).get("name", "analytic") == "analytic":
         extra.append("prior.config.resolution=16")
@@ -58,7 +58,8 @@ def test_every_recipe_runs_two_steps(recipe, tmp_path, request):
     if uses_real_models(recipe):
         from conftest import tiny_model_overrides
 
-        overrides += tiny_model_overrides(request.getfixturevalue("tiny_weights"))
+        representation = load_file(recipe)["representation"]["name"]
+        overrides += tiny_model_overrides(request.getfixturevalue("tiny_weights"), representation)
     result = fit(load_recipe(recipe, overrides), FitOptions(run_dir=tmp_path / "run"))
     assert result is not None and result.metrics["steps"] == 2
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
@@ -151,3 +152,7 @@ def test_the_same_eval_reward_twice_keeps_both(tmp_path):
     held = result.metrics["heldout_rewards"]
     assert set(held) == {"analytic-heldout", "analytic-heldout#2"}
     assert held["analytic-heldout"] != held["analytic-heldout#2"]
+
+
+def test_fit_options_take_a_run_directory_as_text():
+    assert FitOptions(run_dir="runs/x").run_dir == Path("runs/x")

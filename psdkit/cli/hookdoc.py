@@ -70,7 +70,7 @@ def render() -> str:
         lines.append("")
     lines += ["**Capabilities** a component may add by subclassing (`psdkit.contracts.capabilities`):", ""]
     for name, cls in sorted(vars(capabilities).items()):
-        if inspect.isclass(cls) and cls.__module__ == capabilities.__name__:
+        if inspect.isclass(cls) and cls.__module__ == capabilities.__name__ and inspect.isabstract(cls):
             methods = ", ".join(f"`{n}`" for n, _, _ in hooks(cls))
             lines.append(f"- `{name}`: {_first_line(cls)} Methods: {methods}.")
     return "\n".join([*lines, "", END])

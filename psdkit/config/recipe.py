@@ -293,6 +293,14 @@ def validate(
     )
     if comps["guidance"].cls.needs_reward and "reward" not in comps:
         raise RecipeError("reward", f"guidance {schema.guidance.name!r} needs a reward model; add a `reward:` section")
+    missing = [c.__name__ for c in comps["renderer"].cls.requires if not issubclass(comps["representation"].cls, c)]
+    if missing:
+        raise RecipeError(
+            "renderer",
+            f"renderer {schema.renderer.name!r} draws representations that declare {', '.join(missing)} "
+            f"(psdkit.contracts.capabilities); representation {schema.representation.name!r} does not",
+            schema.renderer.name,
+        )
     if schema.output.mesh and not issubclass(comps["representation"].cls, DensityField):
         raise RecipeError(
             "output.mesh",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -30,6 +31,11 @@ class RenderOutput:
 
 class Renderer(Component, abc.ABC):
     """Turns a representation into images. May hold buffers (e.g. an occupancy grid)."""
+
+    requires: ClassVar[tuple[type, ...]] = ()
+    """Capabilities (``psdkit.contracts.capabilities``) the representation must declare, e.g. ``GaussianSet``
+    for a splat renderer; a recipe that pairs this renderer with a representation lacking one is refused at
+    validation. Default: none (any field)."""
 
     @abc.abstractmethod
     def forward(

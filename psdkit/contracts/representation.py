@@ -5,7 +5,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from psdkit.contracts.component import Component, ParamGroup
 
@@ -48,6 +49,16 @@ class Representation(Component, abc.ABC):
         """Activation memory (forward and backward) of one queried point, bytes: sizes the pre-start memory
         check. Default: 0 (unknown; the check then counts parameters only)."""
         return 0
+
+    def restructure(self, step: int, generator: torch.Generator) -> list[tuple[nn.Parameter, Tensor]]:
+        """Called before every training step, after :meth:`set_progress`: change the representation's structure
+        (Gaussians densify and prune) with ``generator`` (the same on every rank). Returns, per parameter, the
+        indices along its first dimension whose optimizer state must restart. Default: nothing changes."""
+        return []
+
+    def after_backward(self) -> None:
+        """Called on every rank after each training step's backward pass, before the optimizer step (e.g. to
+        fold statistics a renderer recorded during backward, summed over ranks). Default: nothing."""
 
     def set_progress(self, step: int, max_steps: int) -> None:
         """Called before every training step with the step about to run (coarse-to-fine schedules). Default:

@@ -8,7 +8,7 @@ import torch
 
 from psdkit.config.recipe import Recipe
 from psdkit.config.recipe_schema import PromptConfig
-from psdkit.contracts import Components, Conditioning, DiffusionPrior, GuidanceContext, RewardModel
+from psdkit.contracts import Components, Conditioning, DiffusionPrior, GuidanceContext, Representation, RewardModel
 
 VIEW_LABELS = ("front", "side", "back")
 M = TypeVar("M", bound=torch.nn.Module)
@@ -33,6 +33,12 @@ def _frozen(module: M) -> M:
     return module.eval()
 
 
+def build_representation(recipe: Recipe) -> Representation:
+    """The recipe's representation alone (no prior or reward loads): to read a run's checkpoint of it."""
+    rep = recipe.components["representation"]
+    return rep.cls(rep.config)
+
+
 def build_components(recipe: Recipe) -> Components:
     """Instantiate every component of ``recipe`` and set up the strategy."""
     comp = recipe.components
@@ -50,7 +56,7 @@ def build_components(recipe: Recipe) -> Components:
     guidance = make("guidance")
     guidance.setup(GuidanceContext(prior=prior, reward=reward, cond=cond))
     return Components(
-        representation=make("representation"),
+        representation=build_representation(recipe),
         renderer=make("renderer"),
         background=make("background"),
         camera=make("camera"),

@@ -19,7 +19,9 @@ import torch
 import yaml
 
 from psdkit.config.recipe import Recipe
+from psdkit.contracts.capabilities import GaussianSet
 from psdkit.errors import OutOfMemory, TrainingDiverged, TrainingInterrupted
+from psdkit.mesh.gaussian_ply import write_gaussians_ply
 from psdkit.run import rundir
 from psdkit.run.build import build_components
 from psdkit.run.callbacks import AtomicCheckpoint, StepProgressBar, TrainClock, ValidationGrid
@@ -43,6 +45,10 @@ class FitOptions:
     """The command line, recorded in the run directory."""
     callbacks: list[L.Callback] = dataclasses.field(default_factory=list)
     """Extra Lightning callbacks (tests, integrations)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.run_dir, str):  # the Python API takes a path as text too
+            self.run_dir = Path(self.run_dir)
 
 
 @dataclasses.dataclass
@@ -150,6 +156,9 @@ def finish(system: PSDSystem, recipe: Recipe, run_dir: Path, wall: float, steps:
         files["video"] = str(
             export_video(system, run_dir / "turntable.mp4", out.video_views, out.video_resolution, out.video_fps)
         )
+    if isinstance(system.representation, GaussianSet):  # the 3DGS .ply real-time viewers open
+        ply = write_gaussians_ply(run_dir / "gaussians.ply", system.representation.raw_gaussians())
+        files["gaussians"] = str(ply)
     if out.mesh:
         files.update(export_run_mesh(system, out, run_dir, metrics))
     metrics["peak_memory_mb"] = round(peak_memory_mb(), 1)

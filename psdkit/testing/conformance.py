@@ -157,10 +157,17 @@ class RepresentationConformance(ComponentConformance):
 class RendererConformance(ComponentConformance):
     """Renderers: image shapes and ranges; empty space shows the background."""
 
+    def tiny_representation(self) -> Any:
+        """What the renderer draws in the test. Default: a tiny hash-grid field (override for a renderer whose
+        ``requires`` a tiny field lacks, e.g. Gaussians)."""
+        return tiny.tiny_field()
+
     def test_render(self) -> None:
         renderer = self.build()
         cams = tiny.tiny_cameras(2, 12)
-        out = renderer(tiny.tiny_field(), cams, tiny.tiny_background(), torch.Generator().manual_seed(0))
+        rep = self.tiny_representation()
+        assert all(isinstance(rep, cap) for cap in renderer.requires), "tiny_representation lacks a capability"
+        out = renderer(rep, cams, tiny.tiny_background(), torch.Generator().manual_seed(0))
         assert out.rgb.shape == (2, 3, 12, 12) and out.opacity.shape == (2, 1, 12, 12)
         assert (out.opacity >= 0).all() and (out.opacity <= 1 + 1e-5).all()
         assert out.rgb.min() >= -1e-5 and out.rgb.max() <= 1 + 1e-5
