@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from tiny_overrides import TINY_QUICKSTART
 
 from psdkit.cli.main import main
@@ -28,7 +29,11 @@ def test_eval_and_compare(tmp_path, monkeypatch, capsys):
     assert set(out["final"]["heldout_rewards"]) == {"analytic", "analytic-heldout"}
     assert isinstance(out["reward_hacking"], bool) and out["hacking"]["unavailable"] == []
     assert (run / "contact_sheet.png").is_file()
-    capsys.readouterr()
+    fid = out["final"]["fidelity"]
+    views = fid["view_objects"]
+    assert len(views) == 3
+    assert fid["view_consistency"] == pytest.approx(views.count(max(set(views), key=views.count)) / 3, abs=1e-4)
+    assert "views agree: " in capsys.readouterr().out
     assert main(["eval", str(run), str(tmp_path / "runs" / "b"), "--compare"]) == 0
     table = capsys.readouterr().out
     assert "| a | 4 |" in table and "| b | 4 |" in table

@@ -81,6 +81,7 @@ def run_one(case: Case | Path, seed: int, overrides: list[str], root: Path) -> d
         "object": fid.get("object"),
         "matches_prompt": fid.get("matches_prompt"),
         "psnr": fid.get("psnr"),
+        "view_consistency": fid.get("view_consistency"),
         "objects_psnr": fid.get("objects_psnr"),
         "ms_per_step": 1000.0 / m["steps_per_s"],
     }
@@ -113,6 +114,7 @@ def summarize(rows: list[dict[str, Any]], margins: dict[str, Any] | None = None)
                 "psnr": mean_std([r["psnr"] for r in rs]) if rs[0]["psnr"] is not None else None,
                 "objects": objects,
                 "matches_prompt": sum(bool(r["matches_prompt"]) for r in rs),
+                "consistent": sum(r.get("view_consistency") == 1 for r in rs),
                 "ms_per_step": statistics.median(r["ms_per_step"] for r in rs),
                 "prompt": rs[0]["prompt"],
                 "reward": rs[0]["reward"],
@@ -136,6 +138,7 @@ def markdown(summary: list[dict[str, Any]]) -> str:
         *[f"held-out {h}" for h in held],
         "PSNR to prompt object (dB)",
         "follows prompt",
+        "views agree",
         "objects produced",
         "ms/step",
     ]
@@ -164,6 +167,7 @@ def markdown(summary: list[dict[str, Any]]) -> str:
             *[fmt(s["heldout"][h]) for h in held],
             fmt(s["psnr"], 2),
             f"{s['matches_prompt']}/{s['seeds']}",
+            f"{s['consistent']}/{s['seeds']}",
             objs,
             f"{s['ms_per_step']:.0f}",
         ]

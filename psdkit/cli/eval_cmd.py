@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 
@@ -25,6 +26,10 @@ def evaluate_runs(args: argparse.Namespace) -> int:
         fid = f["fidelity"]
         match = "matches" if fid["matches_prompt"] else "does NOT match"
         print(f"shows: {fid['object']} ({match} the prompt), PSNR to {fid['target']}: {fid['psnr']:.2f} dB")
+        if "view_consistency" in fid:
+            counts = Counter(fid["view_objects"]).most_common()
+            each = ", ".join(f"{n} x {name}" for name, n in counts)
+            print(f"views agree: {fid['view_consistency']:.2f} ({each}), PSNR spread {fid['psnr_spread']:.2f} dB")
     h = r["hacking"]
     since = f" (since step {r['first']['step']})" if "first" in r else ""
     unchecked = f"; not checked: {', '.join(h['unavailable'])}" if h["unavailable"] else ""

@@ -61,6 +61,11 @@ class DiffusionPrior(Component, LoadsWeights, abc.ABC):
         camera-conditioned priors and ignored by others.
         """
 
+    def views_per_group(self) -> int:
+        """Views the prior denoises jointly (a multi-view prior such as MVDream: 4): each group of this many
+        consecutive views of a batch is one object, and its views share a timestep. Default: 1."""
+        return 1
+
     def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """One-step estimate ``(x_t - sigma_t * eps) / alpha_t``."""
         alpha, sigma = self.alpha_sigma(t)

@@ -27,16 +27,20 @@ def draw_noise(
     offset: int = 0,
     global_batch: int | None = None,
     copies: int = 1,
+    group: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """Timesteps [copies * B] and noise [copies * B, ...] for rows ``offset : offset + B`` of a global batch.
 
     Draws for the whole global batch and slices, so the samples a rank gets do not depend on the
-    number of ranks. ``copies`` independent noise draws share each sample's timestep.
+    number of ranks. ``copies`` independent noise draws share each sample's timestep, and each ``group`` of
+    consecutive rows (the views of one object for a multi-view prior) one timestep.
     """
     b = shape[0]
     total = global_batch or b
     rows = slice(offset, offset + b)
-    t = sample_timesteps(total, lo, hi, num_train_timesteps, generator)[rows]
+    if total % group:
+        raise ValueError(f"a batch of {total} views is not whole groups of {group} (the prior's views_per_group)")
+    t = sample_timesteps(total // group, lo, hi, num_train_timesteps, generator).repeat_interleave(group)[rows]
     eps = [torch.randn((total, *shape[1:]), generator=generator)[rows] for _ in range(copies)]
     return t.repeat(copies), torch.cat(eps)
 
@@ -208,6 +212,7 @@ def forward_noise(prior: Any, inp: Any, t_lo: float, t_hi: float, copies: int = 
         inp.batch_offset,
         inp.global_batch,
         copies,
+        prior.views_per_group(),
     )
     t, eps = t.to(z.device), eps.to(z)
     alpha, sigma = prior.alpha_sigma(t)

@@ -20,16 +20,23 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
 def fidelity(images: Tensor, references: dict[str, Tensor], matching: list[str]) -> dict[str, Any]:
     """Which reference object the renders show and how closely.
 
-    Returns ``object`` (best mean PSNR over all references), ``matches_prompt``, ``psnr`` (best mean
-    PSNR over the prompt's objects), ``per_view_psnr`` (for that object) and ``objects_psnr``.
+    Returns ``object`` (best mean PSNR over all references), ``matches_prompt``, ``view_consistency`` (the share
+    of views whose own best object is the views' majority one: 1 for a consistent 3D object), ``view_objects``,
+    ``psnr_spread`` (max - min per-view PSNR to the target), ``psnr`` (best mean PSNR over the prompt's
+    objects), ``per_view_psnr`` (for that object) and ``objects_psnr``.
     """
     scores = {name: psnr(images, ref.to(images)) for name, ref in references.items()}
     means = {name: float(s.mean()) for name, s in scores.items()}
     best = max(means, key=means.__getitem__)
     target = max(matching or list(means), key=means.__getitem__)
+    per_view_best = [max(scores, key=lambda n: float(scores[n][v])) for v in range(len(images))]
+    majority = max(set(per_view_best), key=per_view_best.count)
     return {
         "object": best,
         "matches_prompt": best in matching,
+        "view_consistency": round(per_view_best.count(majority) / len(per_view_best), 4),
+        "view_objects": per_view_best,
+        "psnr_spread": round(float(scores[target].max() - scores[target].min()), 3),
         "psnr": means[target],
         "target": target,
         "per_view_psnr": [round(float(v), 3) for v in scores[target]],

@@ -45,6 +45,11 @@ class OrbitCameraConfig:
     """Vertical field of view is uniform in this range."""
     stratified_azimuth: bool = True
     """Spread the batch's azimuths evenly (random offset) instead of independently."""
+    group_views: int = knob(1, ge=1, le=64)
+    """Views per group of one object, as multi-view priors (MVDream) are trained: a group shares elevation,
+    distance and field of view, with azimuths 360 / group_views apart from a random start (groups' starts
+    stratified when ``stratified_azimuth``). Batch sizes must be multiples; under DDP a group never straddles
+    two ranks. 1: independent views."""
     milestones: tuple[Milestone, ...] = ()
     """Resolution / batch-size changes, in increasing ``step``."""
     eval_elevation: float = 15.0
@@ -61,6 +66,9 @@ class OrbitCameraConfig:
                 raise ValueError(f"{name}: low end {lo} is above high end {hi}")
         if not -90.0 < self.elevation_range[0] <= self.elevation_range[1] < 90.0:
             raise ValueError("elevation_range must lie inside (-90, 90)")
+        for size in (self.batch_size, *(m.batch_size for m in self.milestones)):
+            if size % self.group_views:
+                raise ValueError(f"batch_size {size} is not a multiple of group_views {self.group_views}")
         steps = [m.step for m in self.milestones]
         if steps != sorted(steps):
             raise ValueError(f"milestones: steps must increase, got {steps}")
@@ -94,6 +102,8 @@ class OrbitCameraSampler(CameraSampler):
         def uniform(lo: float, hi: float) -> torch.Tensor:
             return lo + (hi - lo) * torch.rand(b, generator=generator)
 
+        if c.group_views > 1:
+            return self._groups(b, h, w, generator)
         if c.stratified_azimuth:
             lo, hi = c.azimuth_range
             az = lo + (hi - lo) * (torch.arange(b) + torch.rand(1, generator=generator)) / b
@@ -101,6 +111,22 @@ class OrbitCameraSampler(CameraSampler):
             az = uniform(*c.azimuth_range)
         el, dist = uniform(*c.elevation_range), uniform(*c.distance_range)
         fov = torch.deg2rad(uniform(*c.fov_range))
+        return Cameras(look_at_c2w(el, az, dist), fov, el, torch.remainder(az, 360.0), dist, h, w)
+
+    def _groups(self, b: int, h: int, w: int, generator: torch.Generator) -> Cameras:
+        """``b`` views in groups of ``group_views``: shared elevation, distance and fov; evenly spaced azimuths."""
+        c = self.config
+        n, g = c.group_views, b // c.group_views
+
+        def per_group(lo: float, hi: float) -> torch.Tensor:
+            return (lo + (hi - lo) * torch.rand(g, generator=generator)).repeat_interleave(n)
+
+        lo, hi = c.azimuth_range
+        offsets = (torch.arange(g) + torch.rand(1, generator=generator)) / g if c.stratified_azimuth else None
+        start = lo + (hi - lo) * (offsets if offsets is not None else torch.rand(g, generator=generator))
+        az = start.repeat_interleave(n) + (torch.arange(n) * 360.0 / n).repeat(g)
+        el, dist = per_group(*c.elevation_range), per_group(*c.distance_range)
+        fov = torch.deg2rad(per_group(*c.fov_range))
         return Cameras(look_at_c2w(el, az, dist), fov, el, torch.remainder(az, 360.0), dist, h, w)
 
     def orbit(self, n: int, height: int | None = None, width: int | None = None) -> Cameras:

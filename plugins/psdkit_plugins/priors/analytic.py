@@ -54,6 +54,15 @@ class AnalyticPriorConfig:
     """Anti-aliasing factor of the object renders."""
     resize: Literal["area", "bilinear"] = "area"
     """How renders are resized to ``resolution``."""
+    joint_views: int = knob(1, ge=1, le=1024)
+    """Views denoised jointly (the analytic counterpart of MVDream's cross-view attention): each group of this
+    many consecutive views of a batch shares one posterior over the objects, from their summed
+    log-likelihoods, so no view of a group can take another answer than the rest. 1: each view on its own."""
+    joint_evidence: Literal["mean", "sum"] = "mean"
+    """How a group's log-likelihoods combine: sum (the exact posterior of one object seen N times: as sharp as
+    one view at N times less noise variance, so the text weights, and with them CFG and PSD's negative
+    embedding, matter only at higher noise) or mean (the views share the decision with one view's
+    sharpness: coupling without sharpening; docs/analytic_world.md)."""
 
     def __post_init__(self) -> None:
         known = {o.name for o in WORLD_OBJECTS}
@@ -134,10 +143,15 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
         alpha, sigma = (v.view(1, -1, 1, 1, 1) for v in self.alpha_sigma(t))
         var = alpha**2 * self.config.component_std**2 + sigma**2
         sq = ((x_t.unsqueeze(0) - alpha * mu) ** 2).flatten(2).sum(-1)  # [K, B]
-        log_r = self.mixture_weights(text_emb).T.clamp_min(1e-30).log() - sq / (2 * var.view(1, -1))
-        resp = log_r.softmax(0)  # [K, B]
+        log_w = self.mixture_weights(text_emb).T.clamp_min(1e-30).log()  # [K, B]
+        c = self.config
+        resp = joint_posterior(log_w, -sq / (2 * var.view(1, -1)), c.joint_views, c.joint_evidence)  # [K, B]
         mean_mu = torch.einsum("kb,kbchw->bchw", resp, mu)
         return (sigma[0] / var[0]) * (x_t - alpha[0] * mean_mu)
+
+    def views_per_group(self) -> int:
+        """``joint_views``: a group's views share a timestep and a posterior."""
+        return self.config.joint_views
 
     def references(self, cameras: Cameras) -> dict[str, Tensor]:
         """Exact renders [B, 3, H, W] of every world object in the mixture, by name."""
@@ -147,3 +161,20 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
     def answers(self, prompt: str) -> list[str]:
         """The mixture's objects that ``prompt`` names (docs/analytic_world.md)."""
         return [self.objects[i].name for i in answering(self.objects, prompt)]
+
+
+def joint_posterior(log_w: Tensor, log_lik: Tensor, group: int, evidence: str = "mean") -> Tensor:
+    """[K, B] responsibilities from log prior weights and log-likelihoods [K, B]; with ``group`` > 1 each group of
+    that many consecutive views shares the posterior of its log-likelihoods combined by ``evidence`` (sum or
+    mean) and its mean log weights."""
+    if group == 1:
+        return (log_w + log_lik).softmax(0)
+    k, b = log_lik.shape
+    if b % group:
+        raise ValueError(
+            f"prior.config.joint_views={group}: a batch of {b} views is not whole groups (set the "
+            f"camera's batch_size and group_views to multiples of it)"
+        )
+    lik = log_lik.view(k, -1, group)
+    shared = log_w.view(k, -1, group).mean(-1) + (lik.sum(-1) if evidence == "sum" else lik.mean(-1))
+    return shared.softmax(0).repeat_interleave(group, dim=1)
