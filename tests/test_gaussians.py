@@ -335,3 +335,20 @@ def test_gaussians_start_from_a_finished_nerf_run(tmp_path, monkeypatch):
         assert torch.allclose(SH_C0 * g.sh[:, 0] + 0.5, field(g.means).rgb, atol=1e-5), "with the field's colours"
     with pytest.raises(Exception, match="no checkpoints/last.ckpt"):
         Gaussians3D(GaussiansConfig(capacity=10, init="run", init_path=str(tmp_path)))
+
+
+def test_3d_filter_widens_every_gaussian_and_keeps_its_integral():
+    plain, smooth = tiny_gaussians(), tiny_gaussians()
+    smooth.config = GaussiansConfig(**{**smooth.config.__dict__, "filter_3d": 0.05})
+    a, b = plain.gaussians(), smooth.gaussians()
+    assert torch.allclose(b.scales, (a.scales**2 + 0.05**2).sqrt())
+    assert torch.allclose(a.opacities * a.scales.prod(-1), b.opacities * b.scales.prod(-1))  # o * sqrt(det)
+
+
+def test_splat_opacity_regularizers():
+    rep = tiny_gaussians()
+    renderer = SplatRenderer(SplatRendererConfig(backend="torch", opacity_entropy=2.0, opacity_sparsity=0.5))
+    out = renderer(rep, tiny.tiny_cameras(2, 12), tiny.tiny_background())
+    terms = renderer.regularizers(out)
+    assert set(terms) == {"entropy", "sparsity"} and terms["sparsity"] == 0.5 * out.opacity.mean()
+    assert SplatRenderer(SplatRendererConfig(backend="torch")).regularizers(out) == {}

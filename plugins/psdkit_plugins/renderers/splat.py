@@ -7,11 +7,13 @@ import importlib.util
 from typing import Literal
 
 import torch
+from torch import Tensor
 
 from psdkit.config.schema import knob
 from psdkit.contracts import Background, Cameras, Renderer, RenderOutput, Representation
 from psdkit.contracts.capabilities import GaussianSet
 from psdkit.errors import PluginError
+from psdkit.ops.opacity import opacity_terms
 from psdkit_plugins.renderers import _splat_torch
 from psdkit_plugins.renderers._splat_torch import Raster
 
@@ -35,6 +37,11 @@ class SplatRendererConfig:
     """Largest alpha of one Gaussian at a pixel."""
     transmittance_min: float = knob(1e-4, ge=0.0, lt=1.0)
     """Stop compositing a pixel once its transmittance falls below this."""
+    opacity_sparsity: float = knob(0.0, ge=0.0)
+    """Weight of the mean opacity of training renders (discourages floaters)."""
+    opacity_entropy: float = knob(0.0, ge=0.0)
+    """Weight of the binary entropy of training renders' opacity (pushes alpha to 0 or 1: an opaque surface
+    instead of a translucent cloud)."""
     radius_sigmas: float = knob(0.0, ge=0.0)
     """torch backend: if above 0, a Gaussian is drawn within at most this many standard deviations (gsplat's
     tiles: 3); 0 draws it wherever its alpha reaches ``alpha_min`` (exact)."""
@@ -68,6 +75,10 @@ class SplatRenderer(Renderer):
         """The rasterization constants."""
         c = self.config
         return Raster(c.eps2d, c.near, c.tile_size, c.alpha_min, c.alpha_max, c.transmittance_min, c.radius_sigmas)
+
+    def regularizers(self, out: RenderOutput) -> dict[str, Tensor]:
+        """``sparsity`` and ``entropy`` of the render's opacity, where their weights are positive."""
+        return opacity_terms(out.opacity, self.config.opacity_sparsity, self.config.opacity_entropy)
 
     def use_gsplat(self, device: torch.device) -> bool:
         """Whether this call runs on gsplat."""

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from psdkit.config.schema import knob
 from psdkit.contracts import Background, Cameras, Renderer, RenderOutput, Representation
+from psdkit.ops.opacity import opacity_terms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,13 +66,7 @@ class VolumeRenderer(Renderer):
 
     def regularizers(self, out: RenderOutput) -> dict[str, Tensor]:
         """``sparsity`` and ``entropy`` of the render's opacity, where their weights are positive."""
-        c, terms = self.config, {}
-        if c.opacity_sparsity > 0:
-            terms["sparsity"] = c.opacity_sparsity * out.opacity.mean()
-        if c.opacity_entropy > 0:
-            a = out.opacity.clamp(1e-5, 1 - 1e-5)
-            terms["entropy"] = c.opacity_entropy * (-(a * a.log() + (1 - a) * (1 - a).log())).mean()
-        return terms
+        return opacity_terms(out.opacity, self.config.opacity_sparsity, self.config.opacity_entropy)
 
     def points_per_pixel(self) -> int:
         """Every sample of a ray is queried before the occupancy grid is built."""

@@ -86,6 +86,11 @@ class GaussiansConfig:
     max_scale: float = knob(0.1, gt=0.0)
     """Largest standard deviation of a Gaussian, world units (larger ones are clamped: a splat over the whole
     image costs as much as hundreds of small ones)."""
+    filter_3d: float = knob(0.0, ge=0.0)
+    """Standard deviation (world units) of a 3D smoothing filter convolved with every Gaussian (Mip-Splatting's
+    3D filter): scales become sqrt(s^2 + f^2) and opacities shrink to keep each Gaussian's integral, so no
+    Gaussian is finer than the training views can constrain; renders at higher resolutions than training then
+    show no speckle. 0: off."""
     field_sigmas: float = knob(3.0, gt=0.0)
     """Field view: a Gaussian contributes within this many standard deviations."""
     density_scale: float = knob(50.0, gt=0.0)
@@ -132,15 +137,17 @@ class Gaussians3D(Representation, DensityField, GaussianSet):
 
     # ---- the Gaussians ------------------------------------------------------------------------
     def gaussians(self) -> Gaussians:
-        """The active slots' Gaussians (scales capped at ``max_scale``)."""
+        """The active slots' Gaussians (scales capped at ``max_scale``, smoothed by ``filter_3d``)."""
         ids = self.active.nonzero().squeeze(1)
+        scales = self.log_scales[ids].clamp_max(math.log(self.config.max_scale)).exp()
+        opacities = torch.sigmoid(self.opacity_logits[ids])
+        f = self.config.filter_3d
+        if f > 0:
+            smoothed = (scales**2 + f**2).sqrt()
+            opacities = opacities * (scales / smoothed).prod(-1)
+            scales = smoothed
         return Gaussians(
-            means=self.means[ids],
-            scales=self.log_scales[ids].clamp_max(math.log(self.config.max_scale)).exp(),
-            quats=self.quats[ids],
-            opacities=torch.sigmoid(self.opacity_logits[ids]),
-            sh=self.sh[ids],
-            ids=ids,
+            means=self.means[ids], scales=scales, quats=self.quats[ids], opacities=opacities, sh=self.sh[ids], ids=ids
         )
 
     def set_gaussians(self, means: Tensor, scales: Tensor, opacities: Tensor, rgb: Tensor | None) -> None:
