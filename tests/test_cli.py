@@ -44,7 +44,7 @@ def test_show_documents_every_field(capsys):
 def test_doctor(capsys):
     assert main(["doctor", str(ROOT / "recipes" / "quickstart.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "torch" in out and "fast paths:" in out and "tinycudann" in out
+    assert "torch" in out and "fast paths:" in out and "tinycudann" in out and "gsplat" in out
     assert "no weights needed" in out
 
 

@@ -352,3 +352,18 @@ def test_splat_opacity_regularizers():
     terms = renderer.regularizers(out)
     assert set(terms) == {"entropy", "sparsity"} and terms["sparsity"] == 0.5 * out.opacity.mean()
     assert SplatRenderer(SplatRendererConfig(backend="torch")).regularizers(out) == {}
+
+
+def test_auto_backend_falling_back_to_torch_on_cuda_warns_once(monkeypatch):
+    import psdkit_plugins.renderers.splat as splat
+
+    monkeypatch.setattr(splat, "gsplat_unavailable", lambda: "backend: 'gsplat' needs the gsplat package")
+    renderer = SplatRenderer(SplatRendererConfig(backend="auto"))
+    with pytest.warns(Warning, match="pure-torch rasterizer runs on CUDA"):
+        assert renderer.use_gsplat(torch.device("cuda")) is False
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert renderer.use_gsplat(torch.device("cuda")) is False  # once
+        assert renderer.use_gsplat(torch.device("cpu")) is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata as md
+import importlib.util
 import platform
 
 
@@ -31,6 +32,14 @@ def fast_paths() -> list[tuple[str, bool, str]]:
 
     why = triton_status("cuda" if cuda else "cpu")
     out.append(("triton", why is None, f"hash-grid kernel: {why or 'available (representation backend triton/auto)'}"))
+    if importlib.util.find_spec("gsplat") is None:
+        out.append(
+            ("gsplat", False, "not installed; renderer splat uses its torch rasterizer (pip install 'psdkit[gsplat]')")
+        )
+    else:
+        out.append(
+            ("gsplat", cuda, "installed (renderer splat, backend auto)" if cuda else "installed, but needs CUDA")
+        )
     bf16 = cuda and torch.cuda.is_bf16_supported()
     out.append(("bf16", bf16, "supported" if bf16 else "no bf16-capable GPU"))
     return out
@@ -41,7 +50,7 @@ def doctor(args: argparse.Namespace) -> int:
     import torch
 
     print(f"python {platform.python_version()} on {platform.platform()}")
-    for dist in ("psdkit", "torch", "lightning", "diffusers", "transformers", "wandb", "tinycudann"):
+    for dist in ("psdkit", "torch", "lightning", "diffusers", "transformers", "wandb", "tinycudann", "gsplat"):
         print(f"  {dist:<14} {_version(dist)}")
     print(f"torch threads: {torch.get_num_threads()}")
     print("fast paths:")

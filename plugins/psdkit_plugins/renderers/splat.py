@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import warnings
 from typing import Literal
 
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor
 from psdkit.config.schema import knob
 from psdkit.contracts import Background, Cameras, Renderer, RenderOutput, Representation
 from psdkit.contracts.capabilities import GaussianSet
-from psdkit.errors import PluginError
+from psdkit.errors import PluginError, PsdkitWarning
 from psdkit.ops.opacity import opacity_terms
 from psdkit_plugins.renderers import _splat_torch
 from psdkit_plugins.renderers._splat_torch import Raster
@@ -70,6 +71,7 @@ class SplatRenderer(Renderer):
 
     Config = SplatRendererConfig
     requires = (GaussianSet,)
+    _warned = False
 
     def raster(self) -> Raster:
         """The rasterization constants."""
@@ -81,10 +83,20 @@ class SplatRenderer(Renderer):
         return opacity_terms(out.opacity, self.config.opacity_sparsity, self.config.opacity_entropy)
 
     def use_gsplat(self, device: torch.device) -> bool:
-        """Whether this call runs on gsplat."""
+        """Whether this call runs on gsplat (warns once when ``auto`` falls back to torch on a CUDA device)."""
         if self.config.backend == "gsplat":
             return True
-        return self.config.backend == "auto" and device.type == "cuda" and gsplat_unavailable() is None
+        if self.config.backend != "auto" or device.type != "cuda":
+            return False
+        why = gsplat_unavailable()
+        if why and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"renderer splat: the pure-torch rasterizer runs on CUDA, slowly at high resolution ({why})",
+                PsdkitWarning,
+                stacklevel=2,
+            )
+        return why is None
 
     def forward(
         self,
