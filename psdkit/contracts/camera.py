@@ -69,11 +69,21 @@ class Cameras:
         """The same poses rendered at another image size (same field of view)."""
         return dataclasses.replace(self, height=height, width=width)
 
+    def focal(self) -> Tensor:
+        """[B] focal lengths, pixels (from the vertical field of view and the height)."""
+        return 0.5 * self.height / torch.tan(0.5 * self.fov_y)
+
+    def to_camera(self, points: Tensor) -> Tensor:
+        """[B, N, 3] world ``points`` [N, 3] in each camera's frame (OpenGL: the camera looks down -z, y up),
+        computed in the points' dtype."""
+        w2c = torch.linalg.inv(self.c2w.to(points.dtype))
+        return torch.einsum("bij,nj->bni", w2c[:, :3, :3], points) + w2c[:, None, :3, 3]
+
     def rays(self) -> tuple[Tensor, Tensor]:
         """Ray origins and unit directions through pixel centres, each [B, H, W, 3]."""
         b, h, w = len(self), self.height, self.width
         dev, dt = self.c2w.device, self.c2w.dtype
-        focal = 0.5 * h / torch.tan(0.5 * self.fov_y)  # [B], pixels
+        focal = self.focal()  # [B], pixels
         ys = torch.arange(h, device=dev, dtype=dt) + 0.5 - 0.5 * h
         xs = torch.arange(w, device=dev, dtype=dt) + 0.5 - 0.5 * w
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from psdkit.contracts import Representation
-from psdkit.mesh.extract import field_device
+from psdkit.mesh.extract import colours_at
 from psdkit.mesh.raster2d import cover
 from psdkit.mesh.unwrap import UVMesh
 
@@ -41,23 +41,15 @@ def texel_surface(mesh: UVMesh, size: int) -> TexelSurface:
     return TexelSurface(size, cov.row * size + cov.col, points.float(), normals.float())
 
 
-@torch.no_grad()
-def bake(
-    field: Representation, surf: TexelSurface, offset: float, samples: int, chunk: int = 1 << 18
-) -> tuple[Tensor, Tensor]:
+def bake(field: Representation, surf: TexelSurface, offset: float, samples: int) -> tuple[Tensor, Tensor]:
     """(texture [size, size, 3] in [0, 1], covered mask [size, size]); each texel's colour is the field's at
     its surface point, averaged over ``samples`` points spread along the normal within +-``offset``."""
-    dev = field_device(field)
     steps = torch.linspace(-offset, offset, samples) if samples > 1 and offset > 0 else torch.zeros(1)
-    rgb = torch.zeros(len(surf.points), 3)
-    for s in steps if len(surf.points) else []:
-        pts = surf.points + float(s) * surf.normals
-        rgb += torch.cat([field(p.to(dev)).rgb.float().cpu() for p in pts.split(chunk)])
-    rgb /= len(steps)
+    rgb = sum(colours_at(field, surf.points + float(s) * surf.normals) for s in steps) / len(steps)
     n = surf.size
     tex = torch.zeros(n * n, 3)
     mask = torch.zeros(n * n, dtype=torch.bool)
-    tex[surf.index] = rgb.clamp(0, 1)
+    tex[surf.index] = rgb
     mask[surf.index] = True
     return tex.view(n, n, 3), mask.view(n, n)
 

@@ -33,6 +33,15 @@ def density_fn(field: Representation, chunk: int = 1 << 18) -> Callable[[Tensor]
     return density
 
 
+@torch.no_grad()
+def colours_at(field: Representation, points: Tensor, chunk: int = 1 << 18) -> Tensor:
+    """[N, 3] the field's colours (CPU, float32, in [0, 1]) at world ``points`` [N, 3], on its device in chunks."""
+    if len(points) == 0:
+        return torch.zeros(0, 3)
+    dev = field_device(field)
+    return torch.cat([field(p.to(dev)).rgb.float().cpu() for p in points.split(chunk)]).clamp(0, 1)
+
+
 def auto_level(grid: Tensor) -> float:
     """Half the median density of the occupied cells (density above 1% of the maximum).
 

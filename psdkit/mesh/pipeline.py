@@ -18,9 +18,9 @@ from torch import Tensor
 from psdkit.contracts import Background, Cameras, Representation
 from psdkit.mesh import bake, cleanup, decimate, extract, files, unwrap
 from psdkit.mesh.config import MeshExportConfig
-from psdkit.mesh.extract import field_device
 from psdkit.mesh.load import TexturedMesh, load_textured
 from psdkit.mesh.render import render_mesh
+from psdkit.ops.metrics import psnr
 
 
 @dataclasses.dataclass
@@ -37,12 +37,6 @@ class CheckViews:
 
 class EmptySurface(Exception):
     """The density level crosses no cell of the grid."""
-
-
-def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """[B] PSNR (dB) between image batches [B, 3, H, W] in [0, 1]."""
-    mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return -10 * torch.log10(mse)
 
 
 class Laps:
@@ -129,12 +123,9 @@ def dress(
     return files.textured(uvm, image, cfg.up_axis, cfg.scale), held
 
 
-@torch.no_grad()
-def vertex_colors(field: Representation, verts: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+def vertex_colors(field: Representation, verts: np.ndarray) -> np.ndarray:
     """[V, 3] the field's colour at each vertex (world units), in [0, 1]."""
-    dev = field_device(field)
-    pts = torch.from_numpy(verts).float()
-    return torch.cat([field(p.to(dev)).rgb.float().cpu() for p in pts.split(chunk)]).clamp(0, 1).numpy()
+    return extract.colours_at(field, torch.from_numpy(verts).float()).numpy()
 
 
 def reread(out_dir: Path, cfg: MeshExportConfig, held: TexturedMesh) -> TexturedMesh:

@@ -16,10 +16,9 @@ NEAR = 1e-3
 
 def project(verts: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor]:
     """(pixel coordinates [B, V, 2] (x right, y down), depth along the view axis [B, V]) of ``verts`` [V, 3]."""
-    w2c = torch.linalg.inv(cameras.c2w.double())
-    cam = torch.einsum("bij,vj->bvi", w2c[:, :3, :3], verts.double()) + w2c[:, None, :3, 3]
+    cam = cameras.to_camera(verts.double())
     depth = -cam[..., 2]
-    focal = (0.5 * cameras.height / torch.tan(0.5 * cameras.fov_y.double())).view(-1, 1)
+    focal = cameras.focal().double().view(-1, 1)
     safe = depth.clamp_min(NEAR)
     x = cam[..., 0] / safe * focal + 0.5 * cameras.width
     y = -cam[..., 1] / safe * focal + 0.5 * cameras.height

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor
 
+from psdkit.contracts.camera import Cameras
+
 SH_C0 = 0.28209479177387814
 """Y_0^0: a degree-0 coefficient f gives the colour 0.5 + SH_C0 * f (the 3DGS convention)."""
 _SH_C1 = 0.4886025119029199
@@ -46,28 +48,27 @@ def covariance(scales: Tensor, quats: Tensor) -> Tensor:
     return m @ m.transpose(1, 2)
 
 
-def project(
-    means: Tensor, cov: Tensor, w2c: Tensor, focal: float, width: int, height: int, eps2d: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """EWA projection of Gaussians into one camera.
+def project(means: Tensor, cov: Tensor, cameras: Cameras, eps2d: float) -> tuple[Tensor, Tensor, Tensor]:
+    """EWA projection of Gaussians into every camera.
 
     Args:
-        means: [N, 3] world centres; cov: [N, 3, 3] world covariances; w2c: [4, 4] world-to-camera (OpenGL).
-        focal: pixels; eps2d: variance (px^2) added to the 2D covariance (a low-pass filter, as gsplat).
+        means: [N, 3] world centres; cov: [N, 3, 3] world covariances; eps2d: variance (px^2) added to each 2D
+            covariance (a low-pass filter, as gsplat).
 
     Returns:
-        ([N, 2] pixel centres, [N, 2, 2] 2D covariances, [N] depths along the view axis).
+        ([B, N, 2] pixel centres, [B, N, 2, 2] 2D covariances, [B, N] depths along the view axis).
     """
-    cam = means @ w2c[:3, :3].T + w2c[:3, 3]
-    x, y, depth = cam[:, 0], cam[:, 1], -cam[:, 2]
+    b = len(cameras)
+    rot = torch.linalg.inv(cameras.c2w.to(means.dtype))[:, :3, :3]
+    cam = cameras.to_camera(means)
+    x, y, depth = cam[..., 0], cam[..., 1], -cam[..., 2]
     d = depth.clamp_min(1e-6)
-    centre = torch.stack([focal * x / d + 0.5 * width, -focal * y / d + 0.5 * height], -1)
+    f = cameras.focal().to(means.dtype).view(b, 1)
+    centre = torch.stack([f * x / d + 0.5 * cameras.width, -f * y / d + 0.5 * cameras.height], -1)
     zero = torch.zeros_like(d)
-    jac = torch.stack([focal / d, zero, focal * x / d**2, zero, -focal / d, -focal * y / d**2], -1).view(
-        -1, 2, 3
-    )  # d(pixel)/d(camera xyz)
-    t = jac @ w2c[:3, :3]
-    cov2d = t @ cov @ t.transpose(1, 2) + eps2d * torch.eye(2, dtype=cov.dtype, device=cov.device)
+    jac = torch.stack([f / d, zero, f * x / d**2, zero, -f / d, -f * y / d**2], -1).view(b, -1, 2, 3)
+    t = jac @ rot[:, None]  # d(pixel)/d(world xyz)
+    cov2d = t @ cov[None] @ t.transpose(-1, -2) + eps2d * torch.eye(2, dtype=cov.dtype, device=cov.device)
     return centre, cov2d, depth
 
 

@@ -47,6 +47,19 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return [steps[0], last] if steps and steps[0] != last else [last]
 
 
+def eval_system(recipe: Recipe) -> Any:
+    """The recipe's system in evaluation mode, with its frozen models, on the GPU when there is one (weights
+    are loaded from a checkpoint with :func:`load_into`)."""
+    from psdkit.run.build import build_components
+    from psdkit.system import PSDSystem
+
+    system = PSDSystem(build_components(recipe), recipe.schema)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    system.to(device).eval()
+    system.move_frozen(device)
+    return system
+
+
 def load_into(system: Any, ckpt: Path) -> dict[str, Any]:
     """Load ``ckpt``'s weights into ``system``; returns the checkpoint. A checkpoint of another recipe is a
     :class:`RunDirError`."""
@@ -131,17 +144,13 @@ def eval_run(
     ``views`` and ``size`` default to the run's ``output.eval_views`` and ``output.eval_resolution``, the
     settings its metrics.json was scored with. ``mesh`` also scores renders of the run's exported mesh file.
     """
-    from psdkit.run.build import build_components
     from psdkit.run.callbacks import to_uint8
-    from psdkit.system import PSDSystem, grid_image
+    from psdkit.system import grid_image
 
     recipe = load_run_recipe(run_dir, rewards)
     views = views or recipe.schema.output.eval_views
     size = size or recipe.schema.output.eval_resolution
-    system = PSDSystem(build_components(recipe), recipe.schema)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    system.to(device).eval()
-    system.move_frozen(device)
+    system = eval_system(recipe)
     results = [score(system, c, views, size) for c in checkpoints(run_dir)]
     last, images = results[-1]
     out: dict[str, Any] = {"run": str(run_dir), "views": views, "resolution": size, "final": last}
@@ -191,7 +200,8 @@ def score_mesh(system: Any, run_dir: Path, views: int, size: int, field_images: 
     to the field's, their PSNR to the field's renders, and the object they show (analytic world)."""
     from psdkit.contracts.capabilities import KnownObjects
     from psdkit.mesh.load import load_textured
-    from psdkit.mesh.pipeline import psnr, render_textured
+    from psdkit.mesh.pipeline import render_textured
+    from psdkit.ops.metrics import psnr
     from psdkit.run.evaluate import fidelity
     from psdkit.run.export import reward_scorer
 

@@ -8,13 +8,8 @@ import torch
 from torch import Tensor
 
 from psdkit.contracts.capabilities import KnownObjects
+from psdkit.ops.metrics import psnr
 from psdkit.system import PSDSystem
-
-
-def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """[B] PSNR in dB between images [B, 3, H, W] in [0, 1]."""
-    mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return -10 * torch.log10(mse)
 
 
 def fidelity(images: Tensor, references: dict[str, Tensor], matching: list[str]) -> dict[str, Any]:
@@ -45,16 +40,27 @@ def fidelity(images: Tensor, references: dict[str, Tensor], matching: list[str])
 
 
 @torch.no_grad()
+def reward_scores(system: PSDSystem, images: Tensor) -> tuple[float | None, dict[str, float]]:
+    """(training reward or None, held-out rewards by name): means over renders [B, 3, H, W] in [0, 1], scored
+    against the base prompt."""
+    comp = system.components
+    images = images.to(system.device)
+    prompts = [comp.cond.base_prompt] * len(images)
+    train = float(comp.reward(images, prompts).mean()) if comp.reward is not None else None
+    return train, {name: float(r(images, prompts).mean()) for name, r in comp.eval_rewards.items()}
+
+
+@torch.no_grad()
 def evaluate(system: PSDSystem, views: int, size: int) -> dict[str, Any]:
     """Render ``views`` orbit views at ``size`` px and score them."""
     comp = system.components
     cams = comp.camera.orbit(views, size, size)
     images = system.render_views(views, size)
-    prompts = [comp.cond.base_prompt] * views
     out: dict[str, Any] = {"views": views, "resolution": size}
-    if comp.reward is not None:
-        out["train_reward"] = float(comp.reward(images, prompts).mean())
-    out["heldout_rewards"] = {name: float(r(images, prompts).mean()) for name, r in comp.eval_rewards.items()}
+    train, heldout = reward_scores(system, images)
+    if train is not None:
+        out["train_reward"] = train
+    out["heldout_rewards"] = heldout
     if isinstance(comp.prior, KnownObjects):
         refs = comp.prior.references(cams.to(system.device))
         out["fidelity"] = fidelity(images, refs, comp.prior.answers(comp.cond.base_prompt))

@@ -16,6 +16,7 @@ from psdkit.errors import RecipeError
 from psdkit.mesh.config import MeshExportConfig
 from psdkit.mesh.pipeline import CheckViews, EmptySurface, export_mesh
 from psdkit.run.callbacks import to_uint8
+from psdkit.run.evaluate import reward_scores
 from psdkit.system import PSDSystem
 
 
@@ -28,16 +29,11 @@ def export_video(system: PSDSystem, path: Path, frames: int, size: int, fps: int
 
 
 def reward_scorer(system: PSDSystem) -> Callable[[Tensor], dict[str, float]]:
-    """Scores a batch of renders [B, 3, H, W] with the run's training and evaluation rewards, by name."""
-    comp = system.components
-    rewards = {"train_reward": comp.reward} if comp.reward is not None else {}
-    rewards.update(comp.eval_rewards)
+    """Scores a batch of renders [B, 3, H, W] with the run's training (``train_reward``) and held-out rewards."""
 
-    @torch.no_grad()
     def score(images: Tensor) -> dict[str, float]:
-        prompts = [comp.cond.base_prompt] * len(images)
-        dev = system.device
-        return {name: float(r(images.to(dev), prompts).mean()) for name, r in rewards.items()}
+        train, heldout = reward_scores(system, images)
+        return {**({"train_reward": train} if train is not None else {}), **heldout}
 
     return score
 

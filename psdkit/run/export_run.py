@@ -7,14 +7,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from psdkit.config.schema import build_config, config_to_dict
 from psdkit.contracts.capabilities import DensityField
 from psdkit.errors import RecipeError, RunDirError
 from psdkit.mesh.config import MeshExportConfig
 from psdkit.mesh.pipeline import EmptySurface
-from psdkit.run.eval_run import load_into, load_run_recipe
+from psdkit.run.eval_run import eval_system, load_into, load_run_recipe
 
 
 def export_config(base: MeshExportConfig, changes: dict[str, Any]) -> MeshExportConfig:
@@ -27,12 +25,10 @@ def export_config(base: MeshExportConfig, changes: dict[str, Any]) -> MeshExport
 def export_run(run_dir: Path, changes: dict[str, Any], out: Path | None) -> dict[str, Any]:
     """Export ``run_dir``'s last checkpoint into ``out`` (default: the run directory).
 
-    Everything is written to a temporary folder beside ``out`` first and moved in at the end, so a failure
+    Everything is written to a temporary folder in the run directory first and moved in at the end, so a failure
     (no checkpoint, no surface, a representation without a density field) writes nothing.
     """
-    from psdkit.run.build import build_components
     from psdkit.run.export import mesh_export
-    from psdkit.system import PSDSystem
 
     recipe = load_run_recipe(run_dir, None)
     cfg = export_config(recipe.schema.output.export, changes)
@@ -46,11 +42,8 @@ def export_run(run_dir: Path, changes: dict[str, Any], out: Path | None) -> dict
     if not ckpt.is_file():
         raise RunDirError(f"{run_dir}: no checkpoints/last.ckpt to export (the run saved no checkpoint)")
     out = out or run_dir
-    system = PSDSystem(build_components(recipe), recipe.schema)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    system = eval_system(recipe)
     load_into(system, ckpt)
-    system.to(device).eval()
-    system.move_frozen(device)
     o = recipe.schema.output
     with tempfile.TemporaryDirectory(dir=run_dir, prefix=".export-") as tmp:
         try:

@@ -8,7 +8,7 @@ from torch import Tensor
 from psdkit.contracts import Cameras
 from psdkit.contracts.capabilities import Gaussians, GaussianSet
 from psdkit.ops.gaussians import sh_degree_of
-from psdkit_plugins.renderers._splat_torch import Raster
+from psdkit_plugins.renderers._splat_torch import Raster, report_view_grads
 
 GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 """psdkit's cameras look down -z with y up (OpenGL); gsplat's down +z with y down (OpenCV)."""
@@ -19,7 +19,7 @@ def rasterize(rep: GaussianSet, g: Gaussians, cameras: Cameras, r: Raster) -> tu
     from gsplat import rasterization
 
     c2w = cameras.c2w @ GL_TO_CV.to(cameras.c2w)
-    focal = 0.5 * cameras.height / torch.tan(0.5 * cameras.fov_y)
+    focal = cameras.focal()
     ks = torch.zeros(len(cameras), 3, 3, device=c2w.device, dtype=c2w.dtype)
     ks[:, 0, 0], ks[:, 1, 1] = focal, focal
     ks[:, 0, 2], ks[:, 1, 2], ks[:, 2, 2] = 0.5 * cameras.width, 0.5 * cameras.height, 1.0
@@ -42,13 +42,7 @@ def rasterize(rep: GaussianSet, g: Gaussians, cameras: Cameras, r: Raster) -> tu
     )
     means2d = meta["means2d"]  # [B, N, 2] pixels
     if means2d.requires_grad:
-        half = torch.tensor([0.5 * cameras.width, 0.5 * cameras.height], device=means2d.device)
         seen = (meta["radii"] > 0).all(-1) if meta["radii"].dim() == 3 else meta["radii"] > 0
-
-        def record(grad: Tensor) -> None:
-            for v in range(grad.shape[0]):
-                rep.record_view_grad(g.ids[seen[v]], (grad[v][seen[v]] * half).norm(dim=-1))
-
-        means2d.register_hook(record)
+        report_view_grads(rep, g.ids, means2d, seen, cameras.width, cameras.height)
     out = colors.permute(0, 3, 1, 2)
     return out[:, :3], alphas.permute(0, 3, 1, 2), out[:, 3:4]

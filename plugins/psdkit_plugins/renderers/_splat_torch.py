@@ -16,7 +16,7 @@ from torch import Tensor
 
 from psdkit.contracts import Cameras
 from psdkit.contracts.capabilities import Gaussians, GaussianSet
-from psdkit.ops.gaussians import covariance, eval_sh
+from psdkit.ops.gaussians import covariance, eval_sh, project
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,23 +53,12 @@ class Splats:
 def project_views(rep: GaussianSet, g: Gaussians, cameras: Cameras, r: Raster) -> Splats:
     """EWA projection of ``g`` into every camera, sorted by depth; registers the screen-space gradient hook."""
     b, h, w = len(cameras), cameras.height, cameras.width
-    w2c = torch.linalg.inv(cameras.c2w)
-    rot = w2c[:, :3, :3]
-    cam = torch.einsum("bij,nj->bni", rot, g.means) + w2c[:, None, :3, 3]
-    x, y, depth = cam[..., 0], cam[..., 1], -cam[..., 2]
-    d = depth.clamp_min(1e-6)
-    f = (0.5 * h / torch.tan(0.5 * cameras.fov_y)).view(b, 1)
-    centre = torch.stack([f * x / d + 0.5 * w, -f * y / d + 0.5 * h], -1)
-    zero = torch.zeros_like(d)
-    jac = torch.stack([f / d, zero, f * x / d**2, zero, -f / d, -f * y / d**2], -1).view(b, -1, 2, 3)
-    t = jac @ rot[:, None]
-    cov2d = t @ covariance(g.scales, g.quats)[None] @ t.transpose(-1, -2)
-    cov2d = cov2d + r.eps2d * torch.eye(2, dtype=cov2d.dtype, device=cov2d.device)
+    centre, cov2d, depth = project(g.means, covariance(g.scales, g.quats), cameras, r.eps2d)
     det = cov2d[..., 0, 0] * cov2d[..., 1, 1] - cov2d[..., 0, 1] ** 2
     conic = torch.stack([cov2d[..., 1, 1], -cov2d[..., 0, 1], cov2d[..., 0, 0]], -1) / det.clamp_min(1e-12)[..., None]
     visible = (depth > r.near) & (det > 0)
     if centre.requires_grad:
-        _hook(rep, g.ids, centre, visible.detach(), w, h)
+        report_view_grads(rep, g.ids, centre, visible.detach(), w, h)
     campos = cameras.c2w[:, None, :3, 3]
     dirs = g.means[None] - campos
     dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -93,8 +82,9 @@ def project_views(rep: GaussianSet, g: Gaussians, cameras: Cameras, r: Raster) -
     return Splats(take(centre), take(conic), take(opacity), take(colour), take(depth), take(radius))
 
 
-def _hook(rep: GaussianSet, ids: Tensor, centre: Tensor, visible: Tensor, width: int, height: int) -> None:
-    """Report each view's screen-space gradient norms (normalized device units) of the visible Gaussians."""
+def report_view_grads(rep: GaussianSet, ids: Tensor, centre: Tensor, visible: Tensor, width: int, height: int) -> None:
+    """Report each view's screen-space gradient norms (normalized device units) of the visible Gaussians to
+    ``rep`` during backward: ``centre`` [B, N, 2] pixel centres, ``visible`` [B, N]."""
     half = torch.tensor([0.5 * width, 0.5 * height], dtype=centre.dtype, device=centre.device)
 
     def record(grad: Tensor) -> None:
