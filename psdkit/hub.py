@@ -92,7 +92,7 @@ def status(ref: str, probe_file: str) -> bool:
     return is_local(ref) or in_cache(ref, probe_file)
 
 
-def resolve_file(ref: str, filename: str, what: str) -> Path:
+def resolve_file(ref: str, filename: str, what: str, revision: str | None = None) -> Path:
     """A local path to ``filename``: ``ref`` itself if it is a file, inside ``ref`` if it is a folder,
     else from the cache or downloaded from hub repo ``ref``.
 
@@ -108,7 +108,7 @@ def resolve_file(ref: str, filename: str, what: str) -> Path:
         raise MissingWeightsError(f"{what}: {path} has no {filename}")
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    cached = try_to_load_from_cache(ref, filename)
+    cached = try_to_load_from_cache(ref, filename, revision=revision)
     if isinstance(cached, str):
         return Path(cached)
     if offline() or not hub_reachable():
@@ -117,7 +117,7 @@ def resolve_file(ref: str, filename: str, what: str) -> Path:
                 f"huggingface-cli download {ref}/{filename}", f"huggingface-cli download {ref} {filename}"
             )
         )
-    return Path(hf_hub_download(ref, filename))
+    return Path(hf_hub_download(ref, filename, revision=revision))
 
 
 def file_status(ref: str, filename: str) -> bool:

@@ -66,13 +66,28 @@ def tiny_weights(tmp_path_factory) -> dict[str, Path]:
         "hps": rewards.save_hpsv2(d / "hps"),
         "ir": rewards.save_imagereward(d / "ir"),
         "if": priors.save_deepfloyd_if(d / "if"),
+        "mv": priors.save_mvdream(d / "mv"),
         "cache": d / "text-cache",
     }
 
 
-def tiny_model_overrides(w: dict[str, Path], representation: str = "hashgrid-nerf") -> list[str]:
-    """Overrides that point a Stable Diffusion recipe's models at the tiny checkpoints (and shrink its
-    ``representation``)."""
+def mvdream_overrides(w: dict[str, Path]) -> list[str]:
+    """Overrides that point an MVDream recipe's prior at the tiny original-layout checkpoint, with one group of
+    4 views per step."""
+    return [
+        f"prior.config.model={w['mv']}",
+        f"prior.config.original_config={w['mv'] / 'sd-v2-base.yaml'}",
+        f"prior.config.tokenizer={w['mv']}",
+        "camera.config.batch_size=4",
+        "camera.config.milestones=[]",
+    ]
+
+
+def tiny_model_overrides(
+    w: dict[str, Path], representation: str = "hashgrid-nerf", prior: str = "stable-diffusion"
+) -> list[str]:
+    """Overrides that point a Stable Diffusion (or MVDream) recipe's models at the tiny checkpoints (and shrink
+    its ``representation``)."""
     hps = f"{{checkpoint: '{w['hps']}', tokenizer: '{w['hps'] / 'clip'}', vision_heads: 4, text_heads: 4}}"
     evals = (
         f"[{{name: hpsv2, config: {hps}}}, "
@@ -81,7 +96,7 @@ def tiny_model_overrides(w: dict[str, Path], representation: str = "hashgrid-ner
         f"{{name: clip-score, config: {{model: '{w['clip']}'}}}}]"
     )
     return [
-        f"prior.config.model={w['sd']}",
+        *(mvdream_overrides(w) if prior == "mvdream" else [f"prior.config.model={w['sd']}"]),
         "prior.config.resolution=64",
         "prior.config.text_cache=null",
         f"reward.config.checkpoint={w['ir']}",

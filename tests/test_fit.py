@@ -47,7 +47,8 @@ def tiny_overrides(recipe: Path) -> list[str]:
 
 
 def uses_real_models(recipe: Path) -> bool:
-    return "stable-diffusion" in recipe.read_text() or "base: psd_nerf.yaml" in recipe.read_text()
+    text = recipe.read_text()
+    return any(k in text for k in ("stable-diffusion", "mvdream", "base: psd_nerf.yaml"))
 
 
 @pytest.mark.parametrize(
@@ -58,8 +59,9 @@ def test_every_recipe_runs_two_steps(recipe, tmp_path, request):
     if uses_real_models(recipe):
         from conftest import tiny_model_overrides
 
-        representation = load_file(recipe)["representation"]["name"]
-        overrides += tiny_model_overrides(request.getfixturevalue("tiny_weights"), representation)
+        data = load_file(recipe)
+        representation, prior = data["representation"]["name"], data["prior"]["name"]
+        overrides += tiny_model_overrides(request.getfixturevalue("tiny_weights"), representation, prior)
     result = fit(load_recipe(recipe, overrides), FitOptions(run_dir=tmp_path / "run"))
     assert result is not None and result.metrics["steps"] == 2
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

@@ -102,3 +102,104 @@ def test_views_of_a_group_share_a_timestep_and_single_views_draw_as_before():
     )
     assert torch.equal(half, t4[4:]), "a rank's slice of the global batch keeps whole groups"
     assert AnalyticPrior(AnalyticPriorConfig(joint_views=4)).views_per_group() == 4
+
+
+def test_x0_rescale_over_groups_is_mvdreams_recon_std_rescale():
+    """``guidance_rescale_in: x0`` on a 4-view prior is MVDream-threestudio's ``recon_std_rescale``: x0 of the
+    guided eps scaled to the std of the conditional x0 over each group of views, blended by phi."""
+    from psdkit.ops.distill import NativeSpace, guide
+
+    g = torch.Generator().manual_seed(0)
+    x_t, eps_y, eps_b = (torch.randn(8, 4, 6, 6, generator=g) for _ in range(3))
+    alpha, sigma = torch.rand(8, generator=g) * 0.8 + 0.1, torch.rand(8, generator=g) * 0.8 + 0.1
+    a, s = alpha.view(-1, 1, 1, 1), sigma.view(-1, 1, 1, 1)
+    ours = guide(eps_b, eps_y, 50.0, 0.5, NativeSpace("sample", x_t, alpha, sigma, group=4))
+    recon, recon_text = (x_t - s * (eps_b + 50.0 * (eps_y - eps_b))) / a, (x_t - s * eps_y) / a
+    factor = recon_text.view(2, 4, -1).std(dim=(1, 2)) / recon.view(2, 4, -1).std(dim=(1, 2))
+    expected = 0.5 * recon * factor.repeat_interleave(4).view(-1, 1, 1, 1) + 0.5 * recon
+    torch.testing.assert_close((x_t - s * ours) / a, expected, atol=1e-4, rtol=1e-4)
+    per_view = guide(eps_b, eps_y, 50.0, 0.5, NativeSpace("sample", x_t, alpha, sigma, group=1))
+    assert not torch.allclose(per_view, ours, atol=1e-3), "pooling over the group is not the per-view rescale"
+
+
+def test_relative_distance_keeps_the_object_the_same_size_in_the_frame():
+    """``distance_relative``: distance * tan(fov / 2), the half-height of the frame at the origin, stays in
+    distance_range for every fov, for single views and for groups."""
+    for group in (1, 4):
+        cfg = OrbitCameraConfig(
+            batch_size=8, group_views=group, distance_range=(0.8, 1.0), fov_range=(15.0, 60.0), distance_relative=True
+        )
+        cams = OrbitCameraSampler(cfg).sample(0, torch.Generator().manual_seed(2))
+        half = cams.distance * torch.tan(0.5 * cams.fov_y)
+        assert ((half >= 0.8 - 1e-5) & (half <= 1.0 + 1e-5)).all()
+        assert cams.distance.max() > 1.7, "a narrow fov puts the camera far away"
+        eye = cams.c2w[:, :3, 3].norm(dim=-1)
+        assert torch.allclose(eye, cams.distance, atol=1e-4)
+
+
+def _group_step(cls, seed: int = 3, **config):
+    """One step of strategy ``cls`` on two groups of 4 views of a joint analytic prior: (strategy, output)."""
+    from psdkit.contracts import GuidanceInput
+
+    s = cls(build_config(cls.Config, config, "guidance.config"))
+    s.setup(tiny.tiny_context("a sphere", negative="a blue cube", views=4))
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    inp = GuidanceInput(
+        x, tiny.tiny_cameras(8, 16), torch.zeros(8, dtype=torch.long), 5, 10, torch.Generator().manual_seed(seed)
+    )
+    return s, s(inp)
+
+
+def test_dreamdpo_pairs_are_decided_per_group_of_views(monkeypatch):
+    """All views of one object pick the same noise copy as winner: the pair is scored by the group's mean."""
+    from psdkit_plugins.guidance.dreamdpo import DreamDPO
+
+    from psdkit.ops import distill
+
+    seen: list[torch.Tensor] = []
+    real = distill.group_mean
+
+    def spy(v: torch.Tensor, group: int) -> torch.Tensor:
+        out = real(v, group)
+        seen.append(out.detach())
+        return out
+
+    monkeypatch.setattr("psdkit_plugins.guidance.dreamdpo.group_mean", spy)
+    for seed in range(4):
+        _group_step(DreamDPO, seed=seed, gap_threshold=0.0, guidance_scale=3.0)
+    assert len(seen) == 4
+    for scores in seen:
+        pairs = scores.view(2, 2, 4)  # copy, group, view
+        assert torch.equal(pairs, pairs[..., :1].expand_as(pairs)), "one score per object and copy"
+        assert not torch.equal(pairs[:, 0, 0], pairs[:, 1, 0]), "groups are scored apart"
+
+
+def test_group_mean_and_psd_reward_scaling_give_one_rho_per_object():
+    from psdkit_plugins.guidance.psd import PSD
+
+    from psdkit.ops.distill import group_mean
+
+    v = torch.arange(8.0)
+    assert torch.equal(group_mean(v, 4), torch.tensor([1.5] * 4 + [5.5] * 4)) and torch.equal(group_mean(v, 1), v)
+    _, out = _group_step(PSD, form="p2", reward_scaling=True, scaling_warmup=0, scaling_kappa=0.5)
+    assert "rho" in out.logs
+    s, _ = _group_step(PSD, form="p2", reward_scaling=True, scaling_warmup=0)
+    assert int(s.reward_stats.count) == 2, "the running reward statistics count objects, not views"
+
+
+def test_a_multi_view_prior_refuses_cameras_not_drawn_in_its_groups(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from psdkit.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    args = ["fit", str(quickstart), "prior.config.joint_views=4", "camera.config.batch_size=4"]
+    assert main([*args, "trainer.max_steps=1", "trainer.progress=false"]) == 2
+    assert "camera.config.group_views: the prior denoises groups of 4" in capsys.readouterr().err
+    from psdkit.run.build import check_groups
+
+    with pytest.raises(RecipeError, match=r"camera.config.group_views: the prior denoises groups of 4"):
+        check_groups(4, OrbitCameraSampler(OrbitCameraConfig(batch_size=4)))
+    check_groups(4, OrbitCameraSampler(OrbitCameraConfig(batch_size=4, group_views=4)))
+    check_groups(1, OrbitCameraSampler(OrbitCameraConfig(batch_size=4, group_views=4)))

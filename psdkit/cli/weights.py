@@ -33,6 +33,8 @@ def how_to_get(item: str) -> str:
     if item.startswith(("/", ".", "~")):
         return "a local path that does not exist: fix the recipe key"
     parts = item.split("/")
+    if len(parts) > 2 and "*" in parts[-1]:  # a folder of a repo: REPO/FOLDER/*
+        return f"huggingface-cli download {parts[0]}/{parts[1]} --include '{'/'.join(parts[2:])}'"
     if len(parts) > 2:
         return f"huggingface-cli download {parts[0]}/{parts[1]} {'/'.join(parts[2:])}"
     return f"huggingface-cli download {item}"

@@ -143,6 +143,12 @@ class CameraSampler(abc.ABC):
         cams = self.sample(0, torch.Generator().manual_seed(0))
         return len(cams), cams.height, cams.width
 
+    def views_per_group(self) -> int:
+        """Consecutive views of a training batch that are one group of one object, drawn as a multi-view prior
+        (:meth:`psdkit.contracts.prior.DiffusionPrior.views_per_group`) expects them; batches are whole groups
+        and a group never straddles two ranks. Default: 1 (independent views)."""
+        return 1
+
     @abc.abstractmethod
     def orbit(self, n: int, height: int | None = None, width: int | None = None) -> Cameras:
         """``n`` evaluation cameras evenly spaced in azimuth (a turntable)."""

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 Weighting = Literal["sds", "uniform", "sqrt_snr_inv"]
+RescaleIn = Literal["native", "x0"]
 
 
 def sample_timesteps(n: int, lo: float, hi: float, num_train_timesteps: int, generator: torch.Generator) -> Tensor:
@@ -53,6 +54,14 @@ def timestep_weight(kind: Weighting, alpha: Tensor, sigma: Tensor) -> Tensor:
     if kind == "uniform":
         return torch.ones_like(sigma)
     return sigma / alpha
+
+
+def group_mean(v: Tensor, group: int) -> Tensor:
+    """[B] the mean of each run of ``group`` consecutive entries of ``v`` [B] (the views of one object of a
+    multi-view prior), repeated over the run: per-object statistics for strategies that compare or normalize."""
+    if group == 1:
+        return v
+    return v.reshape(-1, group).mean(1).repeat_interleave(group)
 
 
 def residual_loss(z: Tensor, grad: Tensor) -> Tensor:
@@ -113,6 +122,9 @@ class NativeSpace:
     """[B]."""
     sigma: Tensor
     """[B]."""
+    group: int = 1
+    """Consecutive rows that are views of one object (a multi-view prior's group): rescale matches the
+    standard deviation of the whole group, as MVDream does."""
 
     def to_native(self, eps: Tensor) -> Tensor:
         """eps -> native prediction."""
@@ -136,19 +148,24 @@ def rescale_cfg(guided: Tensor, eps_cond: Tensor, phi: float, space: NativeSpace
     Blends ``guided`` with itself rescaled per sample to the standard deviation of ``eps_cond``, which undoes
     the over-saturation a large guidance scale causes. ``phi`` in [0, 1]; 0 returns ``guided`` unchanged.
     With ``space`` (a v- or x0-predicting prior) the rescale runs on the native predictions, as diffusers'
-    ``rescale_noise_cfg`` does, and the result is converted back to eps; None means eps space.
+    ``rescale_noise_cfg`` does, and the result is converted back to eps; None means eps space. A ``space`` of
+    kind ``sample`` rescales x0 (MVDream's ``recon_std_rescale``); its ``group`` pools the std over the views of
+    one object.
     """
     if phi == 0.0:
         return guided
-    if space is None or space.kind == "epsilon":
+    if space is None:
         return _rescale(guided, eps_cond, phi)
-    return space.from_native(_rescale(space.to_native(guided), space.to_native(eps_cond), phi))
+    if space.kind == "epsilon":
+        return _rescale(guided, eps_cond, phi, space.group)
+    return space.from_native(_rescale(space.to_native(guided), space.to_native(eps_cond), phi, space.group))
 
 
-def _rescale(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
-    dims = tuple(range(1, guided.dim()))
-    ratio = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-8)
-    return phi * guided * ratio + (1.0 - phi) * guided
+def _rescale(guided: Tensor, cond: Tensor, phi: float, group: int = 1) -> Tensor:
+    """Blend of ``guided`` [B, ...] and ``guided`` scaled to ``cond``'s std over each ``group`` of rows."""
+    g, c = guided.reshape(guided.shape[0] // group, -1), cond.reshape(cond.shape[0] // group, -1)
+    ratio = (c.std(dim=1, keepdim=True) / g.std(dim=1, keepdim=True).clamp_min(1e-8)).repeat_interleave(group, 0)
+    return phi * guided * broadcast(ratio.squeeze(1), guided) + (1.0 - phi) * guided
 
 
 def predict_many(
@@ -185,11 +202,18 @@ class Noised:
 
     prediction_type: str = "epsilon"
     """The prior's ``prediction_type`` (what its network natively predicts)."""
+    group: int = 1
+    """The prior's ``views_per_group``."""
 
     @property
     def space(self) -> NativeSpace:
         """The prior's native prediction space at ``x_t`` and ``t`` (where CFG rescale is computed)."""
-        return NativeSpace(self.prediction_type, self.x_t, self.alpha, self.sigma)
+        return self.rescale_space("native")
+
+    def rescale_space(self, where: str) -> NativeSpace:
+        """Where CFG rescale runs: ``native`` (the prior's prediction) or ``x0``, pooled over each group."""
+        kind = "sample" if where == "x0" else self.prediction_type
+        return NativeSpace(kind, self.x_t, self.alpha, self.sigma, self.group)
 
     @property
     def z_copies(self) -> Tensor:
@@ -218,4 +242,4 @@ def forward_noise(prior: Any, inp: Any, t_lo: float, t_hi: float, copies: int = 
     alpha, sigma = prior.alpha_sigma(t)
     z_rep = z.detach().repeat(copies, *([1] * (z.dim() - 1)))
     x_t = broadcast(alpha, z_rep) * z_rep + broadcast(sigma, z_rep) * eps
-    return Noised(z, t, eps, alpha, sigma, x_t, prior.prediction_type)
+    return Noised(z, t, eps, alpha, sigma, x_t, prior.prediction_type, prior.views_per_group())

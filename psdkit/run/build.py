@@ -8,7 +8,16 @@ import torch
 
 from psdkit.config.recipe import Recipe
 from psdkit.config.recipe_schema import PromptConfig
-from psdkit.contracts import Components, Conditioning, DiffusionPrior, GuidanceContext, Representation, RewardModel
+from psdkit.contracts import (
+    CameraSampler,
+    Components,
+    Conditioning,
+    DiffusionPrior,
+    GuidanceContext,
+    Representation,
+    RewardModel,
+)
+from psdkit.errors import RecipeError
 
 VIEW_LABELS = ("front", "side", "back")
 M = TypeVar("M", bound=torch.nn.Module)
@@ -39,6 +48,22 @@ def build_representation(recipe: Recipe) -> Representation:
     return rep.cls(rep.config)
 
 
+def check_groups(views: int, camera: CameraSampler) -> None:
+    """A prior that denoises groups of ``views`` views of one object needs a camera sampler drawing such groups.
+
+    Raises:
+        RecipeError: naming ``camera.config.group_views``.
+    """
+    group = camera.views_per_group()
+    if views > 1 and group != views:
+        raise RecipeError(
+            "camera.config.group_views",
+            f"the prior denoises groups of {views} views of one object; draw cameras in such groups "
+            f"(group_views: {views}, batch sizes multiples of it)",
+            group,
+        )
+
+
 def build_components(recipe: Recipe) -> Components:
     """Instantiate every component of ``recipe`` and set up the strategy."""
     comp = recipe.components
@@ -46,7 +71,9 @@ def build_components(recipe: Recipe) -> Components:
     def make(key: str) -> Any:
         return comp[key].cls(comp[key].config)
 
+    camera = make("camera")
     prior = _frozen(make("prior"))
+    check_groups(prior.views_per_group(), camera)
     reward = _frozen(make("reward")) if "reward" in comp else None
     evals: dict[str, RewardModel] = {}
     for c in recipe.eval_rewards:  # the same reward twice (other configs) gets name, name#2, ...
@@ -59,7 +86,7 @@ def build_components(recipe: Recipe) -> Components:
         representation=build_representation(recipe),
         renderer=make("renderer"),
         background=make("background"),
-        camera=make("camera"),
+        camera=camera,
         prior=prior,
         guidance=guidance,
         reward=reward,

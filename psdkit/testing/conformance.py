@@ -117,17 +117,19 @@ class PriorConformance(WeightHooksConformance):
         assert (alpha[1:] <= alpha[:-1]).all(), "alpha_t must not increase with t"
 
     def test_noise_prediction(self) -> None:
+        """Two groups of ``views_per_group`` views (two single views for a single-view prior)."""
         prior = self.build()
-        cams = tiny.tiny_cameras(2, 16)
-        z = prior.encode_images(torch.rand(2, 3, 16, 16))
-        emb = prior.encode_text(["a red sphere", ""]).requires_grad_(True)
-        t = torch.tensor([100, prior.num_train_timesteps - 1])
+        g = prior.views_per_group()
+        cams = tiny.tiny_cameras(2 * g, 16)
+        z = prior.encode_images(torch.rand(2 * g, 3, 16, 16))
+        emb = prior.encode_text(["a red sphere", ""]).repeat_interleave(g, 0).requires_grad_(True)
+        t = torch.tensor([100, prior.num_train_timesteps - 1]).repeat_interleave(g)
         eps = prior.predict_noise(z, t, emb, cams)
         assert eps.shape == z.shape and torch.isfinite(eps).all()
         eps.square().sum().backward()
         assert emb.grad is not None and torch.isfinite(emb.grad).all()
         img = prior.decode(z)
-        assert img.shape[:2] == (2, 3) and img.min() >= 0 and img.max() <= 1
+        assert img.shape[:2] == (2 * g, 3) and img.min() >= 0 and img.max() <= 1
 
 
 class RepresentationConformance(ComponentConformance):

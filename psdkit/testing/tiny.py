@@ -38,9 +38,9 @@ def tiny_cameras(n: int = 2, size: int = 16, seed: int = 0) -> Cameras:
     return Cameras(look_at_c2w(el, az, dist), fov, el, az, dist, size, size)
 
 
-def tiny_prior(resolution: int = 16) -> DiffusionPrior:
-    """The analytic prior at ``resolution`` px."""
-    return make("prior", "analytic", resolution=resolution)
+def tiny_prior(resolution: int = 16, views: int = 1) -> DiffusionPrior:
+    """The analytic prior at ``resolution`` px (joint over groups of ``views`` views when > 1)."""
+    return make("prior", "analytic", resolution=resolution, **({"joint_views": views} if views > 1 else {}))
 
 
 def tiny_reward() -> RewardModel:
@@ -72,12 +72,12 @@ def tiny_background() -> Background:
 
 
 def tiny_context(
-    prompt: str = "a sphere", negative: str = "", view_dependent: bool = False, resolution: int = 16
+    prompt: str = "a sphere", negative: str = "", view_dependent: bool = False, resolution: int = 16, views: int = 1
 ) -> GuidanceContext:
-    """Analytic prior + reward + conditioning for ``prompt``."""
+    """Analytic prior (denoising groups of ``views`` views jointly) + reward + conditioning for ``prompt``."""
     from psdkit.config.recipe_schema import PromptConfig
 
-    prior = tiny_prior(resolution)
+    prior = tiny_prior(resolution, views)
     cond: Conditioning = make_conditioning(
         prior, PromptConfig(text=prompt, negative=negative, view_dependent=view_dependent)
     )

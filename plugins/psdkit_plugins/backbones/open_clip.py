@@ -127,10 +127,12 @@ def open_clip_to_hf(state: dict[str, Any]) -> dict[str, Tensor]:
     return out
 
 
-def hf_to_open_clip(hf: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The inverse of :func:`open_clip_to_hf` (writes open_clip-layout test checkpoints)."""
-    out = {src: _t(src, hf[dst]) for src, dst in KEYS.items()}
-    for side, dst in SIDES:
+def hf_to_open_clip(hf: dict[str, Tensor], text_only: bool = False) -> dict[str, Tensor]:
+    """The inverse of :func:`open_clip_to_hf` (writes open_clip-layout test checkpoints); ``text_only``: the text
+    tower alone (``hf`` from a ``CLIPTextModel``, which has no projection)."""
+    keys = {k: v for k, v in KEYS.items() if not text_only or v.startswith("text_model.")}
+    out = {src: _t(src, hf[dst]) for src, dst in keys.items()}
+    for side, dst in SIDES[1:] if text_only else SIDES:
         i = 0
         while f"{dst}.layers.{i}.self_attn.q_proj.weight" in hf:
             d, s = f"{dst}.layers.{i}", f"{side}.resblocks.{i}"

@@ -43,6 +43,9 @@ class OrbitCameraConfig:
     """Camera distance to the origin is uniform in this range."""
     fov_range: tuple[float, float] = (35.0, 45.0)
     """Vertical field of view is uniform in this range."""
+    distance_relative: bool = False
+    """distance_range is relative to the field of view: the distance is d / tan(fov / 2), so the object fills
+    the frame alike at every fov (MVDream's ``relative_radius``)."""
     stratified_azimuth: bool = True
     """Spread the batch's azimuths evenly (random offset) instead of independently."""
     group_views: int = knob(1, ge=1, le=64)
@@ -88,6 +91,10 @@ class OrbitCameraSampler(CameraSampler):
                 spec = (m.batch_size, m.height, m.width)
         return spec
 
+    def views_per_group(self) -> int:
+        """``group_views``."""
+        return self.config.group_views
+
     def largest_batch(self) -> tuple[int, int, int]:
         """The milestone (or base) batch with the most pixels."""
         c = self.config
@@ -111,6 +118,7 @@ class OrbitCameraSampler(CameraSampler):
             az = uniform(*c.azimuth_range)
         el, dist = uniform(*c.elevation_range), uniform(*c.distance_range)
         fov = torch.deg2rad(uniform(*c.fov_range))
+        dist = self._relative(dist, fov)
         return Cameras(look_at_c2w(el, az, dist), fov, el, torch.remainder(az, 360.0), dist, h, w)
 
     def _groups(self, b: int, h: int, w: int, generator: torch.Generator) -> Cameras:
@@ -127,7 +135,12 @@ class OrbitCameraSampler(CameraSampler):
         az = start.repeat_interleave(n) + (torch.arange(n) * 360.0 / n).repeat(g)
         el, dist = per_group(*c.elevation_range), per_group(*c.distance_range)
         fov = torch.deg2rad(per_group(*c.fov_range))
+        dist = self._relative(dist, fov)
         return Cameras(look_at_c2w(el, az, dist), fov, el, torch.remainder(az, 360.0), dist, h, w)
+
+    def _relative(self, dist: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+        """``dist`` [B] scaled by 1 / tan(fov / 2) when ``distance_relative``."""
+        return dist / torch.tan(0.5 * fov) if self.config.distance_relative else dist
 
     def orbit(self, n: int, height: int | None = None, width: int | None = None) -> Cameras:
         c = self.config

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import Conditioning
-from psdkit.ops.distill import Weighting
+from psdkit.ops.distill import RescaleIn, Weighting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,9 @@ class CFGConfig(NoiseConfig):
     """s, classifier-free guidance scale."""
     guidance_rescale: float = knob(0.0, ge=0.0, le=1.0)
     """CFG rescale phi (Lin et al. 2024): 0 = plain CFG, 1 = guided eps rescaled to the conditional's std."""
+    guidance_rescale_in: RescaleIn = "native"
+    """Where rescale matches standard deviations: native (the prior's raw prediction, as diffusers) or x0
+    (MVDream's recon_std_rescale); pooled over each group of views of a multi-view prior."""
     use_negative_prompt: bool = True
     """CFG baseline: the recipe's negative prompt (true) or the empty prompt (false)."""
 

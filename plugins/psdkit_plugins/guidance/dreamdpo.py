@@ -4,7 +4,8 @@ Two noises at one timestep; each gets a CFG prediction and a one-step x0 estimat
 scores. Per sample, the winner pulls toward its denoising residual and the loser's text-only residual is
 pushed away: ``grad_z = w(t) [(eps_cfg^w - eps^w) - (eps_y^l - eps^l)]``. If the score gap is below
 ``gap_threshold`` the pair is not informative and the fallback applies: ``reference`` follows the
-released code (``w(t) * eps_cfg^w``), ``sds`` uses ``w(t) (eps_cfg^w - eps^w)``.
+released code (``w(t) * eps_cfg^w``), ``sds`` uses ``w(t) (eps_cfg^w - eps^w)``. With a multi-view prior the
+score of a sample is its group's mean, so all views of one object pick the same winner.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import torch
 
 from psdkit.config.schema import knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import broadcast, forward_noise, guide, predict_many, residual_loss, timestep_weight
+from psdkit.ops.distill import (
+    broadcast,
+    forward_noise,
+    group_mean,
+    guide,
+    predict_many,
+    residual_loss,
+    timestep_weight,
+)
 from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
 
 
@@ -44,9 +53,11 @@ class DreamDPO(GuidanceStrategy):
         e_y, e_b = cfg_embeddings(cond, vi, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], cams, c.batch_conditionings)
-            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.space)
+            eps_cfg = guide(
+                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.rescale_space(c.guidance_rescale_in)
+            )
             images = prior.decode(prior.predict_x0(n.x_t, n.t, eps_cfg))
-            scores = reward(images, inp.reward_prompts(cond, 2)).view(2, b)
+            scores = group_mean(reward(images, inp.reward_prompts(cond, 2)), n.group).view(2, b)
             first_wins = scores[0] >= scores[1]
             pick = broadcast(first_wins, n.z)
             (cfg1, cfg2), (y1, y2), (e1, e2) = eps_cfg.chunk(2), eps_y.chunk(2), n.eps.chunk(2)

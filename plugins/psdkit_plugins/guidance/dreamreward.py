@@ -47,7 +47,9 @@ class DreamReward(GuidanceStrategy):
         e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.space)
+            eps_cfg = guide(
+                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.rescale_space(c.guidance_rescale_in)
+            )
             grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - n.eps)
         loss = residual_loss(n.z, grad)
         logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean()}

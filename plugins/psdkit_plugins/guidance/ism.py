@@ -17,7 +17,6 @@ from torch import Tensor
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
 from psdkit.ops.distill import (
-    NativeSpace,
     Weighting,
     broadcast,
     forward_noise,
@@ -88,7 +87,7 @@ class ISM(GuidanceStrategy):
                 eps_y,
                 c.guidance_scale(inp.step),
                 c.guidance_rescale,
-                NativeSpace(prior.prediction_type, x_t, n.alpha, n.sigma),
+                dataclasses.replace(n.rescale_space(c.guidance_rescale_in), x_t=x_t),
             )
             grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - eps_s)
         loss = residual_loss(n.z, grad)

@@ -48,7 +48,9 @@ class NaiveReward(GuidanceStrategy):
         x_t = broadcast(n.alpha, n.z) * n.z + broadcast(n.sigma, n.z) * n.eps if x0_space else n.x_t
         with torch.set_grad_enabled(x0_space):
             eps_y, eps_b = predict_many(prior, x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.space)
+            eps_cfg = guide(
+                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.rescale_space(c.guidance_rescale_in)
+            )
         grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg.detach() - n.eps)
         loss = residual_loss(n.z, grad)
         logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean()}

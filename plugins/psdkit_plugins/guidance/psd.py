@@ -33,9 +33,11 @@ from psdkit.ops.ddp import global_sum, global_weighted_mean, world_size
 from psdkit.ops.distill import (
     NativeSpace,
     Noised,
+    RescaleIn,
     Weighting,
     broadcast,
     forward_noise,
+    group_mean,
     predict_many,
     rescale_cfg,
     residual_loss,
@@ -53,6 +55,9 @@ class PSDConfig:
     """s, CFG scale of the teacher."""
     guidance_rescale: float = knob(0.0, ge=0.0, le=1.0)
     """CFG rescale phi of the teacher (Lin et al. 2024), relative to eps_y's std; 0 = plain CFG."""
+    guidance_rescale_in: RescaleIn = "native"
+    """Where rescale matches standard deviations: native (the prior's raw prediction) or x0 (MVDream's
+    recon_std_rescale); pooled over each group of views of a multi-view prior."""
     form: Literal["p1", "p2"] = "p1"
     """p1: the learnable negative is the CFG baseline; p2: a separate preference term on top of CFG."""
     preference_scale: Schedule = knob(Schedule(1.0), ge=0.0)
@@ -207,7 +212,7 @@ class PSD(GuidanceStrategy):
         n_noise = 2 if (update and c.neg_loss == "pairwise") else 1
         n = forward_noise(prior, inp, c.t_min(inp.step), c.t_max(inp.step), copies=n_noise)
         texts = inp.reward_prompts(self.ctx.cond, n_noise)
-        space = n.space
+        space = n.rescale_space(c.guidance_rescale_in)
         if update:
             self.loss_scale.update()
         pred = self._predict(n.x_t, n.t, inp.view_index.repeat(n_noise), inp.cameras.repeat(n_noise), update)
@@ -305,8 +310,8 @@ class PSD(GuidanceStrategy):
         assert p.eps_u is not None
         s, phi = self._reward_cfg(step)
         eps_cfg = rescale_cfg(p.eps_u + s * (p.eps_y - p.eps_u), p.eps_y, phi, space)
-        r = self._score(n.x_t, n.t, eps_cfg, texts).float()
-        self.reward_stats.update(r)
+        r = group_mean(self._score(n.x_t, n.t, eps_cfg, texts).float(), n.group)  # one rho per object
+        self.reward_stats.update(r[:: n.group])
         rho = (1 - c.scaling_kappa * self.reward_stats.zscore(r)).clamp(*c.scaling_range)
         rho = torch.where(self.reward_stats.count >= c.scaling_warmup, rho, torch.ones_like(rho))
         return broadcast(rho, n.x_t).to(n.x_t)
@@ -326,10 +331,10 @@ class PSD(GuidanceStrategy):
             loss = global_weighted_mean(-r, weight, keep.sum())
             return loss, {"reward": r.mean().detach(), "neg_active": keep.mean()}
         with torch.no_grad():
-            r = self._score(n.x_t, n.t, inp.eps_r, inp.texts).view(inp.n_noise, -1)
+            r = group_mean(self._score(n.x_t, n.t, inp.eps_r, inp.texts), n.group).view(inp.n_noise, -1)
         err_y = ((n.eps - inp.pred.eps_y) ** 2).flatten(1).mean(1)
         err_n = ((n.eps - inp.pred.eps_n) ** 2).flatten(1).mean(1)
-        implicit = (-c.pairwise_beta * inp.w * (err_y - err_n)).view(inp.n_noise, -1)
+        implicit = group_mean(-c.pairwise_beta * inp.w * (err_y - err_n), n.group).view(inp.n_noise, -1)
         win = (r[0] >= r[1]).float()
         margin = (2 * win - 1) * (implicit[0] - implicit[1])
         keep0, weight0 = keep.view(inp.n_noise, -1)[0], weight.view(inp.n_noise, -1)[0]

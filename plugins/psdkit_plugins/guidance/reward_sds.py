@@ -75,7 +75,9 @@ class RewardSDS(GuidanceStrategy):
         active = inp.step < c.reward_duration * inp.max_steps
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], cams, c.batch_conditionings)
-            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.space)
+            eps_cfg = guide(
+                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.rescale_space(c.guidance_rescale_in)
+            )
             grads = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.x_t) * (eps_cfg - n.eps)
             scores = torch.zeros(n_noise, b, device=n.z.device)
             if active and c.combine != "none":

@@ -43,7 +43,9 @@ class SDS(GuidanceStrategy):
         e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, x_t, t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.space)
+            eps_cfg = guide(
+                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.rescale_space(c.guidance_rescale_in)
+            )
             grad = broadcast(timestep_weight(c.weighting, alpha, sigma), z) * (eps_cfg - eps)
         loss = c.loss_scale * residual_loss(z, grad)
         logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean(), "t": t.float().mean()}

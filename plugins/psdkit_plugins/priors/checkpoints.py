@@ -175,3 +175,65 @@ def save_deepfloyd_if(path: Path, seed: int = 0) -> Path:
         )
     )
     return path
+
+
+def _mvdream_config(size: WeightSize) -> tuple[dict[str, Any], dict[str, int]]:
+    """(original yaml config, open_clip text tower dims) of MVDream's published or a tiny architecture."""
+    import copy
+
+    from psdkit_plugins.priors.mvdream_checkpoint import PUBLISHED
+
+    config = copy.deepcopy(PUBLISHED)
+    if size == "full":
+        return config, {"width": 1024, "blocks": 24, "mlp": 4096, "vocab": 49408}
+    p = config["model"]["params"]
+    p["unet_config"]["params"] |= {
+        "model_channels": 32,
+        "attention_resolutions": [2],
+        "num_res_blocks": 1,
+        "channel_mult": [1, 2],
+        "num_head_channels": 16,
+        "context_dim": 64,
+    }
+    p["first_stage_config"]["params"]["ddconfig"] |= {"resolution": 64, "ch": 32, "ch_mult": [1, 1, 1, 1]}
+    p["first_stage_config"]["params"]["ddconfig"]["num_res_blocks"] = 1
+    return config, {"width": 64, "blocks": 3, "mlp": 128, "vocab": 0}
+
+
+def save_mvdream(path: Path, size: WeightSize = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    """An MVDream checkpoint in the original release's layout with random weights: ``sd-v2.1-base-4view.pt``
+    (one latent-diffusion state dict, saved in ``dtype``), its yaml config ``sd-v2-base.yaml`` and a tokenizer
+    folder (``tokenizer/``, the tiny CLIP tokenizer). ``full`` is the published architecture, ``tiny`` a toy."""
+    import yaml
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from psdkit_plugins.backbones.tokenizers import TINY_VOCAB
+    from psdkit_plugins.priors.mvdream_checkpoint import schedule, unet_config, vae_config
+    from psdkit_plugins.priors.mvdream_layout import text_to_original, unet_to_original, vae_to_original
+
+    torch.manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    config, text = _mvdream_config(size)
+    ucfg, vcfg = unet_config(config), vae_config(config)
+    vocab = text["vocab"] or len(TINY_VOCAB)
+    clip = CLIPTextConfig(
+        vocab_size=vocab,
+        hidden_size=text["width"],
+        intermediate_size=text["mlp"],
+        num_hidden_layers=text["blocks"],
+        num_attention_heads=text["width"] // 64,
+        max_position_embeddings=77,
+        hidden_act="gelu",
+        **({} if size == "full" else {"bos_token_id": 21, "eos_token_id": 22, "pad_token_id": 22}),
+    )
+    state = unet_to_original(UNet2DConditionModel(**ucfg).state_dict(), ucfg)
+    state |= vae_to_original(AutoencoderKL(**vcfg).state_dict(), len(vcfg["block_out_channels"]))
+    proj = torch.randn(text["width"], text["width"]) * text["width"] ** -0.5
+    state |= text_to_original(CLIPTextModel(clip).state_dict(), proj, torch.tensor(4.6052))
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items() if "position_ids" not in k}
+    state["alphas_cumprod"] = schedule({}, config)
+    torch.save(state, path / "sd-v2.1-base-4view.pt")
+    (path / "sd-v2-base.yaml").write_text(yaml.safe_dump(config))
+    save_clip_tokenizer(path / "tokenizer")
+    return path

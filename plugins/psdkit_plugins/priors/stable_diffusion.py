@@ -22,8 +22,9 @@ from psdkit.contracts import Cameras, DiffusionPrior
 from psdkit.contracts.capabilities import TrainableAdapter
 from psdkit.contracts.prior import CumprodSchedule
 from psdkit.contracts.weights import WeightSize
-from psdkit.ops.speed import CompileConfig, compile_modules, to_channels_last
 from psdkit_plugins.backbones.diffusers import (
+    ClipTextVAE,
+    LatentUNetConfig,
     OffloadedTextEncoder,
     UNetAdapters,
     eps_from_output,
@@ -36,36 +37,22 @@ LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.26
 
 
 @dataclasses.dataclass(frozen=True)
-class StableDiffusionConfig(CompileConfig):
+class StableDiffusionConfig(LatentUNetConfig):
     """Config of the Stable Diffusion prior."""
 
     model: str = "stabilityai/stable-diffusion-2-1-base"
     """Hub id or local folder (with model_index.json and unet/ vae/ text_encoder/ tokenizer/ scheduler/)."""
-    revision: str | None = None
-    """Hub revision (branch, tag or commit); null: the default branch."""
-    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    """Weights dtype; auto: fp16 on CUDA, fp32 on CPU."""
     resolution: int = knob(512, ge=64, le=4096)
     """Side renders are resized to before VAE encoding (latents are resolution / 8)."""
     latents: Literal["vae", "direct"] = "vae"
     """vae: encode renders with the VAE; direct: map 64x64 RGB linearly to latents (no VAE)."""
-    attention: Literal["sdpa", "eager"] = "sdpa"
-    """UNet attention: PyTorch scaled-dot-product (fused) or the plain implementation."""
-    vae_slicing: bool = False
-    """Decode/encode the batch one image at a time (less memory)."""
-    channels_last: bool = False
-    """Channels-last memory layout for the UNet and VAE (faster convolutions on recent GPUs)."""
-    gradient_checkpointing: bool = False
-    """Recompute UNet activations in the backward (the negative-embedding update) to save memory."""
-    offload_text_encoder: bool = True
-    """Move the text encoder to the CPU after the prompts are encoded."""
-    text_cache: str | None = "~/.cache/psdkit/text-embeddings"
-    """Folder of cached text embeddings (keyed by model, revision, dtype and prompt); null: no cache."""
     prediction_type: Literal["auto", "epsilon", "v_prediction", "sample"] = "auto"
     """What the UNet predicts; auto: the checkpoint's scheduler config says (v_prediction for SD 2.x 768)."""
 
 
-class StableDiffusionPrior(UNetAdapters, TrainableAdapter, OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
+class StableDiffusionPrior(
+    UNetAdapters, TrainableAdapter, ClipTextVAE, OffloadedTextEncoder, CumprodSchedule, DiffusionPrior
+):
     """Stable Diffusion's UNet as an eps-predicting prior over VAE latents."""
 
     Config = StableDiffusionConfig
@@ -111,51 +98,21 @@ class StableDiffusionPrior(UNetAdapters, TrainableAdapter, OffloadedTextEncoder,
             from diffusers.models.attention_processor import AttnProcessor
 
             self.unet.set_attn_processor(AttnProcessor())
-        if config.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-        if config.vae_slicing:
-            self.vae.enable_slicing()
-        self.scaling = float(self.vae.config.scaling_factor)
-        if config.channels_last:
-            to_channels_last([self.unet, self.vae])
-        compile_modules([self.unet, self.vae.encoder, self.vae.decoder], config)
+        self.speed_options()
         self._text_device: torch.device | None = None
-
-    # ---- text --------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _encode(self, prompts: list[str]) -> Tensor:
-        ids = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        return self.text_encoder(ids.to(self.text_encoder.device))[0]
-
-    def encode_text(self, prompts: list[str]) -> Tensor:
-        return self.encode_cached(prompts, self.tokenizer.model_max_length)
 
     # ---- images ------------------------------------------------------------------------------
     def encode_images(self, images: Tensor) -> Tensor:
         if self.config.latents == "direct":
             rgb = F.interpolate(images, (64, 64), mode="bilinear", align_corners=False) * 2 - 1
             return torch.einsum("bchw,lc->blhw", rgb, torch.linalg.pinv(self.latent_rgb.T))
-        r = self.config.resolution
-        x = F.interpolate(images, (r, r), mode="bilinear", align_corners=False) * 2 - 1
-        latents = self.vae.encode(self._layout(x.to(self.dtype_))).latent_dist.mean
-        return latents.float() * self.scaling
+        return super().encode_images(images)
 
     def decode(self, latents: Tensor) -> Tensor:
         if self.config.latents == "direct":
             rgb = torch.einsum("blhw,lc->bchw", latents, self.latent_rgb)
             return (rgb * 0.5 + 0.5).clamp(0, 1)
-        img = self.vae.decode(self._layout((latents / self.scaling).to(self.dtype_))).sample.float()
-        return (img * 0.5 + 0.5).clamp(0, 1)
-
-    def _layout(self, x: Tensor) -> Tensor:
-        """``x`` in the memory layout of the networks (channels-last when configured)."""
-        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+        return super().decode(latents)
 
     # ---- noise -------------------------------------------------------------------------------
     def predict_noise(self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None) -> Tensor:
