@@ -83,3 +83,32 @@ def test_rank_invariant_with_a_gate_that_drops_samples(tmp_path, strategy):
     if "guidance.neg_emb" in a["state"]:
         drift = (a["state"]["guidance.neg_emb"] - a["state"]["guidance.neg_init_emb"]).abs().max().item()
         assert drift > 1e-3, "e_n must have trained for the comparison to mean anything"
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        ["guidance.config.neg_loss=pairwise", PSD_FLOOR],
+        ["guidance.config={form: p2, reward_scaling: true, scaling_warmup: 0}", PSD_FLOOR],
+        ["guidance.name=dreamdpo", "guidance.config={gap_threshold: 0.0}"],
+    ],
+    ids=["psd-pairwise", "psd-reward-scaling", "dreamdpo"],
+)
+def test_groups_of_views_are_rank_invariant(tmp_path, strategy):
+    """A joint (multi-view) prior with groups of 4: 2 ranks x 4 views (one whole group each) equal 1 rank x 8
+    views, with the strategies that compare or normalize rewards per group."""
+    groups = ("prior.config.joint_views=4", "camera.config.group_views=4")
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    run_fit_script(one, 1, 8, *SAME_SAMPLES, *FLOAT_FLOOR, *groups, *strategy)
+    run_fit_script(two, 2, 4, *SAME_SAMPLES, *FLOAT_FLOOR, *groups, *strategy)
+    a, b, r1 = (torch.load(p) for p in (one / "rank0.pt", two / "rank0.pt", two / "rank1.pt"))
+    assert sorted(a["azimuths"]) == sorted(b["azimuths"] + r1["azimuths"]), "same global camera batch"
+    for rank in (b["azimuths"], r1["azimuths"]):  # each step, one whole group per rank: 90 degrees apart
+        for i in range(0, len(rank), 4):
+            az = rank[i : i + 4]
+            assert sorted(round((x - az[0]) % 360.0, 3) % 360.0 for x in az) == [0.0, 90.0, 180.0, 270.0], az
+    worst = {k: (va - b["state"][k]).abs().max().item() for k, va in a["state"].items() if va.is_floating_point()}
+    # measured: up to 5.1e-6 on a few hash-table entries (reward statistics pooled by all-reduce sum in another
+    # order, then Adam at eps 1e-8); everything else agrees to 3e-8
+    assert max(worst.values()) <= 1e-5, sorted(worst.items(), key=lambda kv: -kv[1])[:3]

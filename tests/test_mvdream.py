@@ -239,3 +239,31 @@ def test_psd_mvdream_without_weights_fails_fast_naming_the_checkpoint(tmp_path):
     cmd = how_to_get("stabilityai/stable-diffusion-2-1-base/tokenizer/*")
     assert cmd == "huggingface-cli download stabilityai/stable-diffusion-2-1-base --include 'tokenizer/*'"
     assert not [p for p in tmp_path.rglob("*") if p.is_file()], "nothing is downloaded or written"
+
+
+def test_community_diffusers_port_with_latent_diffusion_names_loads(tmp_path, modules):
+    """MVDream-diffusers (the community port on the hub) keeps the original UNet as a ``MultiViewUNetModel``:
+    latent-diffusion tensor names, the yaml's params as its config. Its folder predicts what the original does."""
+    import json
+
+    from safetensors.torch import save_file
+
+    mods, state, config = modules
+    original = MVDreamPrior(mv_config())
+    folder = save_diffusers(mods, original.tokenizer, tmp_path / "mvdream-community")
+    unet_dir = folder / "unet"
+    for f in unet_dir.iterdir():
+        f.unlink()
+    params = dict(config["model"]["params"]["unet_config"]["params"])
+    params.pop("use_linear_in_transformer")  # the port drops it (its transformers are always linear)
+    (unet_dir / "config.json").write_text(json.dumps({"_class_name": "MultiViewUNetModel", **params}))
+    unet = {k.removeprefix("model.diffusion_model."): v for k, v in state.items() if k.startswith("model.diff")}
+    save_file({k: v.contiguous() for k, v in unet.items()}, str(unet_dir / "diffusion_pytorch_model.safetensors"))
+    community = MVDreamPrior(mv_config(model=str(folder), original_config=None, tokenizer="unused"))
+    cams, x, t = tiny.tiny_cameras(4, 16), torch.randn(4, 4, 8, 8), torch.full((4,), 700)
+    emb = original.encode_text(["a red sphere"]).expand(4, -1, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(community.predict_noise(x, t, emb, cams), original.predict_noise(x, t, emb, cams))
+    assert MVDreamPrior.required_weights(mv_config(model="someone/mvdream-diffusers", layout="diffusers")) == [
+        ("someone/mvdream-diffusers", False)
+    ]

@@ -188,6 +188,7 @@ def _mvdream_config(size: WeightSize) -> tuple[dict[str, Any], dict[str, int]]:
         return config, {"width": 1024, "blocks": 24, "mlp": 4096, "vocab": 49408}
     p = config["model"]["params"]
     p["unet_config"]["params"] |= {
+        "image_size": 8,
         "model_channels": 32,
         "attention_resolutions": [2],
         "num_res_blocks": 1,

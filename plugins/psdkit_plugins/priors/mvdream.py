@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -41,8 +41,13 @@ class MVDreamConfig(LatentUNetConfig):
     """Config of the MVDream prior."""
 
     model: str = "MVDream/MVDream"
-    """Hub repo holding ``checkpoint``, a local folder (holding ``checkpoint``, or a diffusers-format folder with
-    model_index.json), or the checkpoint file itself (.pt, .ckpt, .safetensors)."""
+    """Hub repo or local folder holding ``checkpoint``, the checkpoint file itself (.pt, .ckpt, .safetensors), or
+    a diffusers-format repo or folder (see ``layout``)."""
+    layout: Literal["auto", "original", "diffusers"] = "auto"
+    """original: the released checkpoint file plus its yaml; diffusers: a folder with model_index.json and unet/
+    vae/ text_encoder/ tokenizer/ scheduler/ (the UNet a UNet2DConditionModel with a camera class embedding, or
+    the latent-diffusion-named MultiViewUNetModel of the community MVDream-diffusers port); auto: diffusers for a
+    local folder with model_index.json, else original."""
     checkpoint: str = "sd-v2.1-base-4view.pt"
     """File name of the original checkpoint inside ``model``."""
     original_config: str | None = None
@@ -61,8 +66,10 @@ class MVDreamConfig(LatentUNetConfig):
     """Side renders are resized to before VAE encoding (latents are resolution / 8; MVDream: 256)."""
 
 
-def _diffusers_folder(ref: str) -> bool:
-    return (Path(ref).expanduser() / "model_index.json").is_file()
+def _diffusers_layout(config: MVDreamConfig) -> bool:
+    if config.layout != "auto":
+        return config.layout == "diffusers"
+    return (Path(config.model).expanduser() / "model_index.json").is_file()
 
 
 class MVDreamPrior(UNetAdapters, TrainableAdapter, ClipTextVAE, OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
@@ -74,8 +81,8 @@ class MVDreamPrior(UNetAdapters, TrainableAdapter, ClipTextVAE, OffloadedTextEnc
     @classmethod
     def required_weights(cls, config: MVDreamConfig) -> list[tuple[str, bool]]:
         """(checkpoint, present locally) and (tokenizer, present locally)."""
-        if _diffusers_folder(config.model):
-            return [(config.model, True)]
+        if _diffusers_layout(config):
+            return [(config.model, hub.status(config.model, "model_index.json"))]
         return [
             (f"{config.model}/{config.checkpoint}", hub.file_status(config.model, config.checkpoint)),
             (f"{config.tokenizer}/tokenizer/*", hub.status(config.tokenizer, "tokenizer/vocab.json")),
@@ -103,9 +110,9 @@ class MVDreamPrior(UNetAdapters, TrainableAdapter, ClipTextVAE, OffloadedTextEnc
             raise ImportError("the mvdream prior needs: pip install 'psdkit[diffusers]'") from err
         dtype = pick_dtype(config.dtype)
         self.dtype_ = dtype
-        if _diffusers_folder(config.model):
-            nets = self._load_diffusers(config.model)
-            tok_ref, tok_local = config.model, True
+        if _diffusers_layout(config):
+            tok_ref, tok_local = hub.resolve(config.model, WHAT, "model_index.json")
+            nets = self._load_diffusers(tok_ref, {"revision": config.revision, "local_files_only": tok_local})
         else:
             nets = self._load_original(config)
             tok_ref, tok_local = hub.resolve(config.tokenizer, f"{WHAT} tokenizer", "tokenizer/vocab.json")
@@ -124,16 +131,22 @@ class MVDreamPrior(UNetAdapters, TrainableAdapter, ClipTextVAE, OffloadedTextEnc
         m = convert(read_state(path), read_config(config.original_config))
         return m.unet, m.vae, m.text_encoder, m.alphas_cumprod
 
-    def _load_diffusers(self, ref: str) -> tuple[Any, Any, Any, Tensor]:
+    def _load_diffusers(self, ref: str, kw: dict[str, Any]) -> tuple[Any, Any, Any, Tensor]:
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel
 
-        unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet")
-        if unet.config.class_embed_type != "projection":
-            raise ValueError(f"{WHAT}: {ref}/unet has no camera embedding (class_embed_type 'projection')")
-        vae = AutoencoderKL.from_pretrained(ref, subfolder="vae")
-        text = CLIPTextModel.from_pretrained(ref, subfolder="text_encoder")
-        sched = DDPMScheduler.from_pretrained(ref, subfolder="scheduler")
+        from psdkit_plugins.priors.mvdream_checkpoint import load_ldm_unet_folder
+
+        unet_cfg = UNet2DConditionModel.load_config(ref, subfolder="unet", **kw)
+        if unet_cfg.get("_class_name") == "MultiViewUNetModel":  # latent-diffusion names (MVDream-diffusers)
+            unet = load_ldm_unet_folder(ref, unet_cfg, kw)
+        else:
+            unet = UNet2DConditionModel.from_pretrained(ref, subfolder="unet", **kw)
+            if unet.config.class_embed_type != "projection":
+                raise ValueError(f"{WHAT}: {ref}/unet has no camera embedding (class_embed_type 'projection')")
+        vae = AutoencoderKL.from_pretrained(ref, subfolder="vae", **kw)
+        text = CLIPTextModel.from_pretrained(ref, subfolder="text_encoder", **kw)
+        sched = DDPMScheduler.from_pretrained(ref, subfolder="scheduler", **kw)
         return unet, vae, text, sched.alphas_cumprod.float().clone()
 
     def views_per_group(self) -> int:

@@ -30,6 +30,7 @@ PUBLISHED: dict[str, Any] = {
             "parameterization": "eps",
             "unet_config": {
                 "params": {
+                    "image_size": 32,
                     "in_channels": 4,
                     "out_channels": 4,
                     "model_channels": 320,
@@ -83,12 +84,12 @@ def _params(config: dict[str, Any], key: str) -> dict[str, Any]:
 def unet_config(config: dict[str, Any]) -> dict[str, Any]:
     """``UNet2DConditionModel`` kwargs of the original UNet params (SD 2.x style: linear transformers, heads
     of ``num_head_channels`` or ``num_heads`` heads, GroupNorm of 32) plus the camera as class embedding."""
-    p, dd = _params(config, "unet_config"), _params(config, "first_stage_config")["ddconfig"]
+    p = _params(config, "unet_config")
     channels = [p["model_channels"] * m for m in p["channel_mult"]]
     attn = [2**i in p["attention_resolutions"] for i in range(len(channels))]
     heads = [c // p["num_head_channels"] if p.get("num_head_channels", -1) > 0 else p["num_heads"] for c in channels]
     return {
-        "sample_size": dd["resolution"] // 2 ** (len(dd["ch_mult"]) - 1),
+        "sample_size": p.get("image_size", 32),
         "in_channels": p["in_channels"],
         "out_channels": p["out_channels"],
         "block_out_channels": channels,
@@ -198,22 +199,45 @@ def _match_prefix(state: dict[str, Tensor], module: nn.Module, prefix: str) -> d
     return {k.removeprefix(prefix): v for k, v in state.items()}
 
 
-def convert(state: dict[str, Tensor], config: dict[str, Any]) -> MVDreamModules:
-    """Build the diffusers modules of an original-layout state dict and its config."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_unet_checkpoint,
-        convert_ldm_vae_checkpoint,
-        convert_open_clip_checkpoint,
-    )
-    from transformers import CLIPTextModel
+def convert_unet(state: dict[str, Tensor], config: dict[str, Any]) -> nn.Module:
+    """The diffusers UNet (camera MLP as projection class embedding) of the ``model.diffusion_model.`` keys."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
     renamed = dict(state)
     for old, new in CAMERA_KEYS.items():
         for key in [k for k in state if k.startswith(UNET + old)]:
             renamed[key.replace(UNET + old, UNET + new)] = renamed.pop(key)
-    ucfg, vcfg = unet_config(config), vae_config(config)
-    unet = _load(UNet2DConditionModel(**ucfg), convert_ldm_unet_checkpoint(renamed, ucfg), "UNet")
+    ucfg = unet_config(config)
+    return _load(UNet2DConditionModel(**ucfg), convert_ldm_unet_checkpoint(renamed, ucfg), "UNet")
+
+
+def load_ldm_unet_folder(ref: str, unet_cfg: dict[str, Any], kw: dict[str, Any]) -> nn.Module:
+    """The UNet of a diffusers-format folder whose ``unet/`` is a ``MultiViewUNetModel`` with latent-diffusion
+    tensor names (the community MVDream-diffusers port): its config is the original UNet params, its weights
+    the original keys without the ``model.diffusion_model.`` prefix; the transformers are linear (SD 2.x)."""
+    from diffusers.utils import SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME
+    from huggingface_hub import hf_hub_download
+
+    params = {k: v for k, v in unet_cfg.items() if not k.startswith("_")} | {"use_linear_in_transformer": True}
+    local = Path(ref).expanduser() / "unet"
+    names = [SAFETENSORS_WEIGHTS_NAME, WEIGHTS_NAME]
+    found = [local / n for n in names if (local / n).is_file()] if local.is_dir() else []
+    if not found:
+        opts = {"revision": kw.get("revision"), "local_files_only": kw.get("local_files_only", False)}
+        found = [Path(hf_hub_download(ref, SAFETENSORS_WEIGHTS_NAME, subfolder="unet", **opts))]
+    state = {UNET + k: v for k, v in read_state(found[0]).items()}
+    return convert_unet(state, {"model": {"params": {"unet_config": {"params": params}}}})
+
+
+def convert(state: dict[str, Tensor], config: dict[str, Any]) -> MVDreamModules:
+    """Build the diffusers modules of an original-layout state dict and its config."""
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint, convert_open_clip_checkpoint
+    from transformers import CLIPTextModel
+
+    vcfg = vae_config(config)
+    unet = convert_unet(state, config)
     vae = _load(AutoencoderKL(**vcfg), convert_ldm_vae_checkpoint(state, vcfg), "VAE")
     tcfg = text_config(state, config)
     text = CLIPTextModel(tcfg)
