@@ -4,8 +4,9 @@ Stable Diffusion 2.1-base fine-tuned to denoise the 4 views of one object jointl
 attends across the views of a group (:mod:`psdkit_plugins.backbones.multiview_attention`) and each view's
 camera (:mod:`psdkit_plugins.priors.mvdream_camera`) is embedded and added to the timestep embedding. Views
 are rendered at 256x256 (32x32 latents). Loads the released ``sd-v2.1-base-4view.pt`` with its yaml (hub id
-``MVDream/MVDream`` or a local file or folder) through diffusers' converters, or a diffusers-format folder
-(``model_index.json``; the UNet a ``UNet2DConditionModel`` with a projection class embedding of 16 inputs).
+``MVDream/MVDream`` or a local file or folder) through diffusers' converters, or a diffusers-format folder or
+repo (``model_index.json``; the UNet a ``UNet2DConditionModel`` with a projection class embedding of 16 inputs, or
+the community MVDream-diffusers port's latent-diffusion-named ``MultiViewUNetModel``).
 """
 
 from __future__ import annotations
@@ -113,9 +114,9 @@ class MVDreamPrior(UNetAdapters, TrainableAdapter, ClipTextVAE, OffloadedTextEnc
         if _diffusers_layout(config):
             tok_ref, tok_local = hub.resolve(config.model, WHAT, "model_index.json")
             nets = self._load_diffusers(tok_ref, {"revision": config.revision, "local_files_only": tok_local})
-        else:
-            nets = self._load_original(config)
+        else:  # the tokenizer first: a missing one fails before the checkpoint loads
             tok_ref, tok_local = hub.resolve(config.tokenizer, f"{WHAT} tokenizer", "tokenizer/vocab.json")
+            nets = self._load_original(config)
         self.unet, self.vae, self.text_encoder = (
             (m if dtype == torch.float32 else m.to(dtype)).eval().requires_grad_(False) for m in nets[:3]
         )
