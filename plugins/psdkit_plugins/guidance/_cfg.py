@@ -8,7 +8,7 @@ from torch import Tensor
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import Conditioning
-from psdkit.ops.distill import RescaleIn, Weighting
+from psdkit.ops.distill import Noised, RescaleIn, Weighting, guide
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,3 +45,13 @@ def cfg_embeddings(cond: Conditioning, view_index: Tensor, use_negative_prompt: 
     e_y = cond.prompt_emb[view_index]
     base = cond.negative_emb if use_negative_prompt else cond.uncond_emb
     return e_y, base.expand_as(e_y)
+
+
+def cfg_guided(c: CFGConfig, n: Noised, eps_b: Tensor, eps_y: Tensor, step: int, x_t: Tensor | None = None) -> Tensor:
+    """CFG [B, ...] of ``eps_y`` over the baseline ``eps_b`` at ``step``'s scale, rescaled as ``c`` says (in
+    ``guidance_rescale_in``, pooled over the prior's groups) at ``n.x_t``, or at ``x_t`` where the strategy
+    predicted elsewhere (ISM's inverted point)."""
+    space = n.rescale_space(c.guidance_rescale_in)
+    if x_t is not None:
+        space = dataclasses.replace(space, x_t=x_t)
+    return guide(eps_b, eps_y, c.guidance_scale(step), c.guidance_rescale, space)

@@ -21,12 +21,11 @@ from psdkit.ops.distill import (
     broadcast,
     forward_noise,
     group_mean,
-    guide,
     predict_many,
     residual_loss,
     timestep_weight,
 )
-from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings, cfg_guided
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +52,7 @@ class DreamDPO(GuidanceStrategy):
         e_y, e_b = cfg_embeddings(cond, vi, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], cams, c.batch_conditionings)
-            eps_cfg = guide(
-                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.rescale_space(c.guidance_rescale_in)
-            )
+            eps_cfg = cfg_guided(c, n, eps_b, eps_y, inp.step)
             images = prior.decode(prior.predict_x0(n.x_t, n.t, eps_cfg))
             scores = group_mean(reward(images, inp.reward_prompts(cond, 2)), n.group).view(2, b)
             first_wins = scores[0] >= scores[1]

@@ -20,12 +20,11 @@ from psdkit.ops.distill import (
     Weighting,
     broadcast,
     forward_noise,
-    guide,
     predict_many,
     residual_loss,
     timestep_weight,
 )
-from psdkit_plugins.guidance._cfg import CFGConfig
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_guided
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,13 +81,7 @@ class ISM(GuidanceStrategy):
         with torch.no_grad():
             x_t, eps_s = self.invert(n.z.detach(), n.t, s, e_inv, inp.cameras)
             eps_y, eps_b = predict_many(prior, x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(
-                eps_b,
-                eps_y,
-                c.guidance_scale(inp.step),
-                c.guidance_rescale,
-                dataclasses.replace(n.rescale_space(c.guidance_rescale_in), x_t=x_t),
-            )
+            eps_cfg = cfg_guided(c, n, eps_b, eps_y, inp.step, x_t)
             grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - eps_s)
         loss = residual_loss(n.z, grad)
         return GuidanceOutput(loss=loss, logs={"grad_norm": grad.flatten(1).norm(dim=1).mean()})

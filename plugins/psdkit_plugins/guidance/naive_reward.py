@@ -16,8 +16,8 @@ import torch
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import broadcast, forward_noise, guide, predict_many, residual_loss, timestep_weight
-from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
+from psdkit.ops.distill import broadcast, forward_noise, predict_many, residual_loss, timestep_weight
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings, cfg_guided
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +48,7 @@ class NaiveReward(GuidanceStrategy):
         x_t = broadcast(n.alpha, n.z) * n.z + broadcast(n.sigma, n.z) * n.eps if x0_space else n.x_t
         with torch.set_grad_enabled(x0_space):
             eps_y, eps_b = predict_many(prior, x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(
-                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.rescale_space(c.guidance_rescale_in)
-            )
+            eps_cfg = cfg_guided(c, n, eps_b, eps_y, inp.step)
         grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg.detach() - n.eps)
         loss = residual_loss(n.z, grad)
         logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean()}

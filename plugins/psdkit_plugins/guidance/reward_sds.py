@@ -15,8 +15,8 @@ import torch
 
 from psdkit.config.schema import knob
 from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
-from psdkit.ops.distill import broadcast, forward_noise, guide, predict_many, timestep_weight
-from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
+from psdkit.ops.distill import broadcast, forward_noise, predict_many, timestep_weight
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings, cfg_guided
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +75,7 @@ class RewardSDS(GuidanceStrategy):
         active = inp.step < c.reward_duration * inp.max_steps
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], cams, c.batch_conditionings)
-            eps_cfg = guide(
-                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.rescale_space(c.guidance_rescale_in)
-            )
+            eps_cfg = cfg_guided(c, n, eps_b, eps_y, inp.step)
             grads = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.x_t) * (eps_cfg - n.eps)
             scores = torch.zeros(n_noise, b, device=n.z.device)
             if active and c.combine != "none":

@@ -15,12 +15,11 @@ from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
 from psdkit.ops.distill import (
     broadcast,
     forward_noise,
-    guide,
     predict_many,
     residual_loss,
     timestep_weight,
 )
-from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings, cfg_guided
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +42,7 @@ class SDS(GuidanceStrategy):
         e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, x_t, t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(
-                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.rescale_space(c.guidance_rescale_in)
-            )
+            eps_cfg = cfg_guided(c, n, eps_b, eps_y, inp.step)
             grad = broadcast(timestep_weight(c.weighting, alpha, sigma), z) * (eps_cfg - eps)
         loss = c.loss_scale * residual_loss(z, grad)
         logs = {"grad_norm": grad.flatten(1).norm(dim=1).mean(), "t": t.float().mean()}

@@ -28,12 +28,11 @@ from psdkit.ops.distill import (
     broadcast,
     draw_noise,
     forward_noise,
-    guide,
     predict_many,
     residual_loss,
     timestep_weight,
 )
-from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings
+from psdkit_plugins.guidance._cfg import CFGConfig, cfg_embeddings, cfg_guided
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,9 +183,7 @@ class VSD(GuidanceStrategy):
         e_y, e_b = cfg_embeddings(cond, inp.view_index, c.use_negative_prompt)
         with torch.no_grad():
             eps_y, eps_b = predict_many(prior, n.x_t, n.t, [e_y, e_b], inp.cameras, c.batch_conditionings)
-            eps_cfg = guide(
-                eps_b, eps_y, c.guidance_scale(inp.step), c.guidance_rescale, n.rescale_space(c.guidance_rescale_in)
-            )
+            eps_cfg = cfg_guided(c, n, eps_b, eps_y, inp.step)
             phi = self.eps_phi(n.x_t, n.t, e_y, inp.cameras, eps_y)
             grad = broadcast(timestep_weight(c.weighting, n.alpha, n.sigma), n.z) * (eps_cfg - phi)
         loss = residual_loss(n.z, grad)
