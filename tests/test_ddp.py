@@ -62,9 +62,16 @@ def test_two_ranks_match_one_rank_with_twice_the_batch(tmp_path):
         ["guidance.config.reward_t_max=0.5", PSD_FLOOR],
         ["guidance.config.reward_t_max=0.5", "guidance.config.neg_loss=pairwise", PSD_FLOOR],
         ["guidance.config.reward_t_max=0.5", "guidance.config.reward_gate=alpha_bar", PSD_FLOOR],
+        [
+            "guidance.config.reward_t_max=0.5",
+            "guidance.config.teacher_trust=1.0",
+            "guidance.config.prompt_guard=1.0",
+            "guidance.config.prompt_guard_keep=1.0",
+            PSD_FLOOR,
+        ],
         ["guidance.name=reward-sds", "guidance.config={num_noises: 3, top_k: 1}"],
     ],
-    ids=["psd-reward", "psd-pairwise", "psd-alpha-bar-gate", "reward-sds"],
+    ids=["psd-reward", "psd-pairwise", "psd-alpha-bar-gate", "psd-trust-and-guard", "reward-sds"],
 )
 def test_rank_invariant_with_a_gate_that_drops_samples(tmp_path, strategy):
     """reward_t_max 0.5 drops about half the samples, unevenly between ranks: the e_n loss is averaged over

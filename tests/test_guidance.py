@@ -166,6 +166,40 @@ def test_psd_reward_scaling_is_bounded():
     assert stats.count.item() == 3 * B and stats.var.item() > 0  # count: rewards seen (B per step)
 
 
+def test_psd_trust_region_measures_how_far_e_n_moved_the_prediction():
+    """At e_n's start the prediction has not moved: D = 0 and no gradient beyond the plain loss's, with a non-empty
+    negative prompt too (then eps_n0 is its own prior call). e_n set to the prompt moves the prediction by the
+    prompt's whole guidance, D = 1 (up to the running normalizer's other batches); a step against the trust
+    region's gradient lowers D, and a radius above D costs nothing."""
+    kw = dict(guidance_scale=10.0, reward_t_max=1.0, t_min=0.6, t_max=0.98, reward_weight=1e-9)
+    for neg_init in ("uncond", "negative"):
+        trust = setup(PSD, teacher_trust=1.0, neg_init=neg_init, **kw)
+        out, _, _ = run(trust)
+        assert out.logs["teacher_moved"] == 0.0
+        plain = setup(PSD, neg_init=neg_init, **kw)
+        (g_trust,) = torch.autograd.grad(out.loss, trust.neg_emb)
+        (g_plain,) = torch.autograd.grad(run(plain)[0].loss, plain.neg_emb)
+        assert torch.allclose(g_trust, g_plain, atol=1e-9), neg_init
+    psd = setup(PSD, teacher_trust=1.0, neg_init="uncond", **kw)
+    with torch.no_grad():
+        psd.neg_emb.copy_(psd.ctx.cond.prompt_emb[:1])
+    out, _, _ = run(psd)
+    assert out.logs["teacher_moved"] == pytest.approx(1.0, rel=1e-4), "one batch: the normalizer is its own energy"
+    (g,) = torch.autograd.grad(out.loss, psd.neg_emb)
+    with torch.no_grad():
+        psd.neg_emb -= 0.05 * g / g.norm()
+    assert run(psd)[0].logs["teacher_moved"] < out.logs["teacher_moved"]
+    loose = setup(PSD, teacher_trust=1.0, teacher_trust_radius=2.0, neg_init="uncond", **kw)
+    with torch.no_grad():
+        loose.neg_emb.copy_(loose.ctx.cond.prompt_emb[:1])
+    bare = setup(PSD, neg_init="uncond", **kw)
+    with torch.no_grad():
+        bare.neg_emb.copy_(bare.ctx.cond.prompt_emb[:1])
+    (g_loose,) = torch.autograd.grad(run(loose)[0].loss, loose.neg_emb)
+    (g_bare,) = torch.autograd.grad(run(bare)[0].loss, bare.neg_emb)
+    assert torch.allclose(g_loose, g_bare, atol=1e-9), "inside the radius"
+
+
 def test_psd_prompt_guard_restores_the_prompts_guidance():
     """e_n = the prompt cancels the prompt's CFG direction: with keep=1 the guard reports all of it taken, and a
     step against the guard's gradient gives some back; at e_n's start nothing is taken and the guard adds no

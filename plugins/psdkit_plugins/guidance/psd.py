@@ -45,6 +45,7 @@ from psdkit.ops.distill import (
 )
 from psdkit.ops.loss_scale import DynamicLossScale
 from psdkit.ops.running_moments import RunningMoments
+from psdkit_plugins.guidance._psd_keep import guidance_energy, prompt_taken, teacher_moved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +101,16 @@ class PSDConfig:
     prompt_guard_keep: float = knob(0.0, ge=0.0, le=1.0)
     """Share of the prompt's guidance the guard keeps: 0 only forbids turning it around (<g, g0> < 0), 1 forbids
     any loss of it (which also stops e_n from steering between answers that share the prompt's words)."""
+    teacher_trust: float = knob(0.0, ge=0.0)
+    """Weight of the teacher's trust region (p1 and p2): on e_n update steps, penalizes relu(D - radius) where D =
+    mean |eps_n - eps_n0|^2 over the global batch / running mean |eps_y - eps_u|^2 is how far e_n has moved the
+    prior's prediction from that of its start, in units of the prompt's own guidance energy (docs/method.md).
+    0: off (no extra prior call)."""
+    teacher_trust_radius: float = knob(0.0, ge=0.0)
+    """D below which the trust region costs nothing."""
+    teacher_trust_momentum: float = knob(0.99, ge=0.0, lt=1.0)
+    """Momentum of the running mean of |eps_y - eps_u|^2 that D is measured in (exact pooled mean until
+    1 / (1 - momentum) samples)."""
     pairwise_beta: float = knob(1.0, gt=0.0)
     """beta of the implicit reward (Variant B)."""
     reward_scaling: bool = False
@@ -156,6 +167,8 @@ class Predictions:
     """[N, C, h, w] unconditional (p2, or p1 with the prompt guard on an update step), no gradient."""
     eps_n: Tensor
     """[N, C, h, w] conditioned on e_n, with gradient to e_n on update steps."""
+    eps_n0: Tensor | None = None
+    """[N, C, h, w] conditioned on e_n's start (the trust region on an update step), no gradient."""
 
 
 @dataclasses.dataclass
@@ -187,6 +200,9 @@ class PSD(GuidanceStrategy):
         init = ctx.cond.negative_emb if c.neg_init == "negative" else ctx.cond.uncond_emb
         self.neg_emb = nn.Parameter(init.detach().clone().float())
         self.register_buffer("neg_init_emb", init.detach().clone().float())
+        self._start_is_uncond = bool(torch.equal(init, ctx.cond.uncond_emb))  # then eps_n0 = eps_u: no extra call
+        if c.teacher_trust > 0:  # only then: checkpoints of runs without it keep their keys
+            self.prompt_energy = RunningMoments(c.teacher_trust_momentum)
         self.reward_stats = RunningMoments(c.scaling_momentum)
         self.loss_scale = DynamicLossScale(
             c.neg_loss_scale_init,
@@ -231,29 +247,34 @@ class PSD(GuidanceStrategy):
             eps_r = eps_t if same else self._teacher(pred, s_r, phi_r, rho, inp.step, space)
             neg_loss, neg_logs = self._neg_loss(NegLossInput(n, pred, eps_r, texts, w, n_noise))
             anchor = c.anchor_weight * ((self.neg_emb - self.neg_init_emb) ** 2).sum()
-            guard = self._prompt_guard(pred, neg_logs)
-            loss = loss + c.reward_weight * self.loss_scale.scale_loss(neg_loss) + anchor + guard
+            keep = self._prompt_guard(pred, neg_logs) + self._trust(pred, neg_logs)
+            loss = loss + c.reward_weight * self.loss_scale.scale_loss(neg_loss) + anchor + keep
             logs.update(neg_logs)
             logs["neg_loss_scale"] = self.loss_scale.scale.detach().float()
         logs["neg_drift"] = (self.neg_emb - self.neg_init_emb).norm().detach()
         return GuidanceOutput(loss=loss, logs=logs)
 
     def _prompt_guard(self, p: Predictions, logs: dict[str, Tensor]) -> Tensor | float:
-        """prompt_guard x sum relu(|g0|^2 - <g, g0>) / sum |g0|^2 over the global batch, g = eps_y - eps_n
-        (gradient to e_n), g0 = eps_y - eps_u: the fraction of the prompt's guidance e_n has taken away (0 while
-        e_n only steers between the prompt's answers). Samples where the prompt barely matters (small |g0|, low
-        noise) weigh little."""
+        """prompt_guard x the share of the prompt's guidance e_n has taken away (``_psd_keep.prompt_taken``)."""
         c = self.config
         if c.prompt_guard == 0 or c.form != "p1" or p.eps_u is None:
             return 0.0
-        g0 = (p.eps_y - p.eps_u).flatten(1).float()
-        g = (p.eps_y - p.eps_n).flatten(1).float()
-        energy = (g0 * g0).sum(1)
-        taken = torch.relu(c.prompt_guard_keep * energy - (g * g0).sum(1))  # relu: no gradient when nothing is taken
-        total = global_sum(energy.sum()).clamp_min(1e-12)
-        share = world_size() * taken.sum() / total
+        share = prompt_taken(p.eps_y, p.eps_u, p.eps_n, c.prompt_guard_keep)
         logs["prompt_taken"] = share.detach() / world_size()
         return c.prompt_guard * self.loss_scale.scale_loss(share)  # e_n enters unscaled, as for the reward loss
+
+    def _trust(self, p: Predictions, logs: dict[str, Tensor]) -> Tensor | float:
+        """teacher_trust x relu(D - radius), D: how far e_n moved the prediction (``_psd_keep.teacher_moved``)."""
+        c = self.config
+        if c.teacher_trust == 0 or p.eps_u is None:
+            return 0.0
+        self.prompt_energy.update(guidance_energy(p.eps_y, p.eps_u))
+        start = p.eps_u if p.eps_n0 is None else p.eps_n0
+        moved = teacher_moved(p.eps_n, start, self.prompt_energy.mean)
+        global_moved = global_sum(moved) / world_size()  # D over the whole batch (no host read)
+        logs["teacher_moved"] = global_moved
+        outside = (global_moved > c.teacher_trust_radius).float()  # the rank average is relu(D - radius)
+        return c.teacher_trust * self.loss_scale.scale_loss(outside * (moved - c.teacher_trust_radius))
 
     def _reward_cfg(self, step: int) -> tuple[float, float]:
         """(scale, phi) of the reward branch's teacher."""
@@ -268,8 +289,10 @@ class PSD(GuidanceStrategy):
         e_y = cond.prompt_emb[vi]
         e_n = self.loss_scale.unscale(self.neg_emb) if update else self.neg_emb
         e_n = e_n.expand_as(e_y).to(x_t)
-        with_u = c.form == "p2" or (update and c.prompt_guard > 0)
+        with_u = c.form == "p2" or (update and (c.prompt_guard > 0 or c.teacher_trust > 0))
+        with_n0 = update and c.teacher_trust > 0 and not self._start_is_uncond
         embs = [e_y, cond.uncond_emb.expand_as(e_y)] if with_u else [e_y]
+        embs += [self.neg_init_emb.expand_as(e_y).to(x_t)] if with_n0 else []
         if c.batch_conditionings:  # one prior call; with ``update`` its backward spans every row
             with torch.set_grad_enabled(update):
                 *fixed, eps_n = predict_many(prior, x_t, t, [*embs, e_n], cams)
@@ -279,7 +302,7 @@ class PSD(GuidanceStrategy):
                 fixed = predict_many(prior, x_t, t, embs, cams, batched=False)
             with torch.set_grad_enabled(update):
                 eps_n = prior.predict_noise(x_t, t, e_n, cams)
-        return Predictions(fixed[0], fixed[1] if with_u else None, eps_n)
+        return Predictions(fixed[0], fixed[1] if with_u else None, eps_n, fixed[-1] if with_n0 else None)
 
     def _teacher(
         self, p: Predictions, s: float, phi: float, rho: Tensor | float, step: int, space: NativeSpace
