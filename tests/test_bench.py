@@ -89,3 +89,17 @@ def test_alignment_over_prompts_and_rewards_measures_margins(tmp_path, capsys):
         f"{p}|{r}" for p in ("a sphere", "a cube") for r in ("analytic", "colorfulness")
     }
     assert (tmp_path / "m.png").is_file()
+
+
+def test_the_recorded_commit_is_psdkits_not_the_working_directorys(tmp_path, monkeypatch):
+    """Run from a folder outside the checkout (as a user's project would be), the JSON still names the commit of
+    the psdkit source that ran."""
+    import subprocess
+
+    from psdkit.bench.alignment import git_commit
+
+    monkeypatch.chdir(tmp_path)
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert git_commit() in (head, f"{head}+dirty")

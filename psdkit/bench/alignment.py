@@ -176,13 +176,19 @@ def markdown(summary: list[dict[str, Any]]) -> str:
 
 
 def git_commit() -> str:
-    """The current commit, or 'unknown'."""
+    """The commit of the psdkit source tree that runs (not of the working directory), with ``+dirty`` when tracked
+    files differ from it; 'unknown' outside a git checkout (an installed wheel)."""
+    src = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, check=True).stdout
+
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", str(src.parents[1])).strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return f"{head}+dirty" if dirty else head
 
 
 def rate(s: dict[str, Any]) -> float:
