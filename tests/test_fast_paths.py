@@ -200,7 +200,14 @@ def test_psd_reward_decode_size():
 
 # ---- no host synchronisation in the step ----------------------------------------------------------
 @pytest.mark.parametrize(
-    "cfg", [{}, {"form": "p2", "reward_scaling": True}, {"neg_loss": "pairwise"}], ids=["p1", "p2_scaling", "pairwise"]
+    "cfg",
+    [
+        {},
+        {"form": "p2", "reward_scaling": True},
+        {"neg_loss": "pairwise"},
+        {"teacher_trust": 1.0, "prompt_guard": 1.0},
+    ],
+    ids=["p1", "p2_scaling", "pairwise", "trust_and_guard"],
 )
 def test_psd_step_reads_nothing_back_from_the_device(cfg):
     prior, reward = sd(), image_reward()

@@ -164,7 +164,7 @@ class Predictions:
     eps_y: Tensor
     """[N, C, h, w] prompt-conditioned, no gradient."""
     eps_u: Tensor | None
-    """[N, C, h, w] unconditional (p2, or p1 with the prompt guard on an update step), no gradient."""
+    """[N, C, h, w] unconditional (p2, or the prompt guard or trust region on an update step), no gradient."""
     eps_n: Tensor
     """[N, C, h, w] conditioned on e_n, with gradient to e_n on update steps."""
     eps_n0: Tensor | None = None
@@ -260,7 +260,7 @@ class PSD(GuidanceStrategy):
         if c.prompt_guard == 0 or c.form != "p1" or p.eps_u is None:
             return 0.0
         share = prompt_taken(p.eps_y, p.eps_u, p.eps_n, c.prompt_guard_keep)
-        logs["prompt_taken"] = share.detach() / world_size()
+        logs["prompt_taken"] = global_sum(share) / world_size()  # the global share (no host read)
         return c.prompt_guard * self.loss_scale.scale_loss(share)  # e_n enters unscaled, as for the reward loss
 
     def _trust(self, p: Predictions, logs: dict[str, Tensor]) -> Tensor | float:
