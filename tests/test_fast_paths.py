@@ -163,7 +163,7 @@ def psd_step(ctx: GuidanceContext, step: int = 3, seed: int = 0, **cfg):
         torch.Generator().manual_seed(seed),
     )
     out = strategy(inp)
-    g_img, g_neg = torch.autograd.grad(out.loss, [images, strategy.neg_emb], allow_unused=True)
+    g_img, g_neg = torch.autograd.grad(out.loss, [images, strategy.neg_delta], allow_unused=True)
     return out.loss.detach(), g_img, g_neg, strategy
 
 
@@ -226,7 +226,7 @@ def test_psd_step_reads_nothing_back_from_the_device(cfg):
         inp = GuidanceInput(out.rgb, cams, torch.tensor(ids), 0, 10, torch.Generator().manual_seed(0))
         loss = strategy(inp).loss
         loss.backward()
-    assert field.table.grad.abs().sum() > 0 and strategy.neg_emb.grad.abs().sum() > 0
+    assert field.table.grad.abs().sum() > 0 and strategy.neg_delta.grad.abs().sum() > 0
 
 
 def test_forbid_host_sync_catches_reads():

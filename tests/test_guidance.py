@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from analytic_reference import posterior_eps
 from psdkit_plugins.guidance.psd import PSD
 from psdkit_plugins.guidance.sds import SDS
 
-from psdkit.config.schema import build_config
+from psdkit.config.recipe_schema import OptimConfig
+from psdkit.config.schema import RecipeError, build_config
 from psdkit.contracts import GuidanceInput
 from psdkit.ops.distill import sample_timesteps
+from psdkit.optim import build_optimizer
 from psdkit.testing import tiny
 from psdkit.testing.conformance import GuidanceConformance
 
@@ -110,7 +114,7 @@ def test_psd_teacher_uses_learned_negative():
     """After moving e_n, the 3D gradient matches the closed form with the new e_n."""
     psd = setup(PSD, guidance_scale=3.0, update_start=1.0, update_stop=1.0)
     with torch.no_grad():
-        psd.neg_emb.copy_(psd.ctx.prior.encode_text(["a red ball"]))
+        psd.neg_delta.copy_(psd.ctx.prior.encode_text(["a red ball"]) - psd.neg_init_emb)
     out, grad, inp = run(psd)
     prior = psd.ctx.prior
     z = prior.encode_images(inp.images.detach())
@@ -127,11 +131,11 @@ def test_psd_reward_step_raises_the_reward():
     """Variant A: a small step of e_n against its gradient raises the reward of the same x0 estimate."""
     psd = setup(PSD, guidance_scale=10.0, reward_t_max=1.0, t_min=0.9, t_max=0.98)
     out, _, inp = run(psd)
-    (g,) = torch.autograd.grad(out.loss, psd.neg_emb)
+    (g,) = torch.autograd.grad(out.loss, psd.neg_delta)
     assert g.abs().sum() > 0
     before = out.logs["reward"]
     with torch.no_grad():
-        psd.neg_emb -= 1e-2 * g / g.norm()
+        psd.neg_delta -= 1e-2 * g / g.norm()
     after = run(psd)[0].logs["reward"]  # same seed: same t and noise
     assert after > before
 
@@ -139,7 +143,7 @@ def test_psd_reward_step_raises_the_reward():
 def test_psd_reward_gate_blocks_high_noise():
     psd = setup(PSD, reward_t_max=0.0, t_min=0.5, t_max=0.98)
     out = run(psd)[0]
-    (g,) = torch.autograd.grad(out.loss, psd.neg_emb, allow_unused=True)
+    (g,) = torch.autograd.grad(out.loss, psd.neg_delta, allow_unused=True)
     assert g is None or g.abs().sum() == 0
     assert out.logs["neg_active"] == 0
 
@@ -152,7 +156,7 @@ def test_psd_update_window():
 def test_psd_pairwise_variant():
     psd = setup(PSD, neg_loss="pairwise", reward_t_max=1.0, t_min=0.8)
     out, grad, _ = run(psd)
-    (g,) = torch.autograd.grad(out.loss, psd.neg_emb)
+    (g,) = torch.autograd.grad(out.loss, psd.neg_delta)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
     assert torch.isfinite(grad).all() and "pair_margin" in out.logs
 
@@ -177,26 +181,26 @@ def test_psd_trust_region_measures_how_far_e_n_moved_the_prediction():
         out, _, _ = run(trust)
         assert out.logs["teacher_moved"] == 0.0
         plain = setup(PSD, neg_init=neg_init, **kw)
-        (g_trust,) = torch.autograd.grad(out.loss, trust.neg_emb)
-        (g_plain,) = torch.autograd.grad(run(plain)[0].loss, plain.neg_emb)
+        (g_trust,) = torch.autograd.grad(out.loss, trust.neg_delta)
+        (g_plain,) = torch.autograd.grad(run(plain)[0].loss, plain.neg_delta)
         assert torch.allclose(g_trust, g_plain, atol=1e-9), neg_init
     psd = setup(PSD, teacher_trust=1.0, neg_init="uncond", **kw)
     with torch.no_grad():
-        psd.neg_emb.copy_(psd.ctx.cond.prompt_emb[:1])
+        psd.neg_delta.copy_(psd.ctx.cond.prompt_emb[:1] - psd.neg_init_emb)
     out, _, _ = run(psd)
     assert out.logs["teacher_moved"] == pytest.approx(1.0, rel=1e-4), "one batch: the normalizer is its own energy"
-    (g,) = torch.autograd.grad(out.loss, psd.neg_emb)
+    (g,) = torch.autograd.grad(out.loss, psd.neg_delta)
     with torch.no_grad():
-        psd.neg_emb -= 0.05 * g / g.norm()
+        psd.neg_delta -= 0.05 * g / g.norm()
     assert run(psd)[0].logs["teacher_moved"] < out.logs["teacher_moved"]
     loose = setup(PSD, teacher_trust=1.0, teacher_trust_radius=2.0, neg_init="uncond", **kw)
     with torch.no_grad():
-        loose.neg_emb.copy_(loose.ctx.cond.prompt_emb[:1])
+        loose.neg_delta.copy_(loose.ctx.cond.prompt_emb[:1] - loose.neg_init_emb)
     bare = setup(PSD, neg_init="uncond", **kw)
     with torch.no_grad():
-        bare.neg_emb.copy_(bare.ctx.cond.prompt_emb[:1])
-    (g_loose,) = torch.autograd.grad(run(loose)[0].loss, loose.neg_emb)
-    (g_bare,) = torch.autograd.grad(run(bare)[0].loss, bare.neg_emb)
+        bare.neg_delta.copy_(bare.ctx.cond.prompt_emb[:1] - bare.neg_init_emb)
+    (g_loose,) = torch.autograd.grad(run(loose)[0].loss, loose.neg_delta)
+    (g_bare,) = torch.autograd.grad(run(bare)[0].loss, bare.neg_delta)
     assert torch.allclose(g_loose, g_bare, atol=1e-9), "inside the radius"
 
 
@@ -208,22 +212,74 @@ def test_psd_prompt_guard_restores_the_prompts_guidance():
     psd = setup(PSD, prompt_guard=1.0, prompt_guard_keep=1.0, **kw)
     out, _, _ = run(psd)
     assert out.logs["prompt_taken"] == 0.0
-    (g_start,) = torch.autograd.grad(out.loss, psd.neg_emb)
+    (g_start,) = torch.autograd.grad(out.loss, psd.neg_delta)
     plain = setup(PSD, **kw)
-    (g_plain,) = torch.autograd.grad(run(plain)[0].loss, plain.neg_emb)
+    (g_plain,) = torch.autograd.grad(run(plain)[0].loss, plain.neg_delta)
     assert torch.allclose(g_start, g_plain, atol=1e-9), "no penalty, no gradient, while the prompt is intact"
     with torch.no_grad():
-        psd.neg_emb.copy_(psd.ctx.cond.prompt_emb[:1])
+        psd.neg_delta.copy_(psd.ctx.cond.prompt_emb[:1] - psd.neg_init_emb)
     out, _, _ = run(psd)
     assert out.logs["prompt_taken"] == pytest.approx(1.0, abs=1e-4)
-    (g,) = torch.autograd.grad(out.loss, psd.neg_emb)
+    (g,) = torch.autograd.grad(out.loss, psd.neg_delta)
     with torch.no_grad():
-        psd.neg_emb -= 0.05 * g / g.norm()
+        psd.neg_delta -= 0.05 * g / g.norm()
     assert run(psd)[0].logs["prompt_taken"] < out.logs["prompt_taken"]
     lenient = setup(PSD, prompt_guard=1.0, prompt_guard_keep=0.0, **kw)
     with torch.no_grad():
-        lenient.neg_emb.copy_(lenient.ctx.cond.prompt_emb[:1])
+        lenient.neg_delta.copy_(lenient.ctx.cond.prompt_emb[:1] - lenient.neg_init_emb)
     assert run(lenient)[0].logs["prompt_taken"] == 0.0, "cancelled, not reversed"
     with torch.no_grad():
-        lenient.neg_emb.mul_(3.0)
+        lenient.neg_delta.copy_(3.0 * lenient.ctx.cond.prompt_emb[:1] - lenient.neg_init_emb)
     assert run(lenient)[0].logs["prompt_taken"] > 0.0, "e_n beyond the prompt turns its guidance around"
+
+
+class _Scaled(torch.nn.Module):
+    """A reward in other units: ``k`` times the wrapped one."""
+
+    def __init__(self, reward: torch.nn.Module, k: float) -> None:
+        super().__init__()
+        self.reward, self.k = reward, k
+
+    def forward(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return self.k * self.reward(images, prompts)
+
+
+def _offset_after_training(k: float, steps: int = 30, **config) -> torch.Tensor:
+    """e_n - e_n(0) after ``steps`` optimizer steps of PSD under the analytic reward times ``k``."""
+    ctx = tiny.tiny_context("a sphere")
+    psd = setup(PSD, dataclasses.replace(ctx, reward=_Scaled(ctx.reward, k)), reward_t_max=1.0, **config)
+    built = build_optimizer({"guidance": psd.param_groups()}, OptimConfig())
+    opt, sched = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    for step in range(steps):
+        opt.zero_grad()
+        run(psd, seed=step, step=step, max_steps=100)[0].loss.backward()
+        opt.step()
+        sched.step()
+    return psd.neg_delta.detach().clone()
+
+
+def test_psd_decoupled_anchor_is_free_of_the_rewards_scale():
+    """anchor_decay: e_n's offset does not depend on the reward's units; the penalty anchor's does."""
+    decay = {"neg_lr": 0.02, "anchor_decay": 30.0}
+    small, large = _offset_after_training(1.0, **decay), _offset_after_training(1000.0, **decay)
+    assert small.norm() > 0
+    assert torch.allclose(small, large, rtol=1e-3, atol=1e-6), (small - large).abs().max()
+    penalty = {"neg_lr": 0.02, "anchor_weight": 1.0}
+    small, large = _offset_after_training(1.0, **penalty), _offset_after_training(1000.0, **penalty)
+    assert large.norm() > 3 * small.norm(), "the penalty's pull weakens as the reward's gradient grows"
+    free = _offset_after_training(1.0, neg_lr=0.02)
+    assert free.norm() > 2 * _offset_after_training(1.0, **decay).norm(), "the decay holds e_n back"
+
+
+def test_psd_decoupled_anchor_must_not_overshoot():
+    with pytest.raises(RecipeError, match="anchor_decay"):
+        build_config(PSD.Config, {"neg_lr": 0.1, "anchor_decay": 20.0}, "guidance.config")
+
+
+def test_psd_reads_checkpoints_that_stored_e_n_itself():
+    """Checkpoints from before the offset parametrization (key ``neg_emb``) load into the same e_n."""
+    psd = setup(PSD)
+    e_n = psd.ctx.prior.encode_text(["a red ball"])
+    old = {k: v for k, v in psd.state_dict().items() if k != "neg_delta"} | {"neg_emb": e_n}
+    psd.load_state_dict(old)
+    assert torch.allclose(psd.neg_emb, e_n)

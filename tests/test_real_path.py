@@ -204,7 +204,7 @@ def psd_neg_grad(prior, reward, **cfg) -> torch.Tensor:
     psd.setup(GuidanceContext(prior=prior, reward=reward, cond=cond))
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     out = psd(step_input(images, seed=0))
-    (grad,) = torch.autograd.grad(out.loss, psd.neg_emb)
+    (grad,) = torch.autograd.grad(out.loss, psd.neg_delta)
     return grad
 
 
@@ -271,7 +271,7 @@ def test_reward_guidance_scale_changes_only_the_reward_branch():
         psd.setup(ctx)
         images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)).requires_grad_()
         out = psd(step_input(images, seed=1))
-        return torch.autograd.grad(out.loss, [images, psd.neg_emb])
+        return torch.autograd.grad(out.loss, [images, psd.neg_delta])
 
     img_a, neg_a = step()
     img_b, neg_b = step(reward_guidance_scale=2.0)
@@ -357,7 +357,7 @@ def test_alpha_bar_gate_is_an_absolute_weight():
         psd.setup(ctx)
         images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
         out = psd(step_input(images, seed=4))
-        return torch.autograd.grad(out.loss, psd.neg_emb)[0]
+        return torch.autograd.grad(out.loss, psd.neg_delta)[0]
 
     hard, soft = neg_grad("hard"), neg_grad("alpha_bar")
     abar = ctx.prior.alpha_sigma(torch.tensor([round(0.3 * 999)]))[0] ** 2

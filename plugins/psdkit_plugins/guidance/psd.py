@@ -92,7 +92,13 @@ class PSDConfig:
     reward_weight: float = knob(1.0, gt=0.0)
     """Multiplier of the e_n loss."""
     anchor_weight: float = knob(0.0, ge=0.0)
-    """Weight of ||e_n - e_n(0)||^2 (limits drift and reward hacking)."""
+    """Weight of the penalty ||e_n - e_n(0)||^2 (limits drift and reward hacking). Added to the reward's
+    gradient before Adam, so its strength depends on the reward's gradient scale (see anchor_decay)."""
+    anchor_decay: float = knob(0.0, ge=0.0)
+    """Decoupled anchor: AdamW weight decay of e_n's offset from e_n(0) (each update shrinks the offset by
+    neg_lr x anchor_decay of itself). The offset settles near Adam's normalized step / anchor_decay per
+    coordinate, whatever the reward's scale, so one value keeps the prompt under any reward
+    (docs/method.md). neg_lr x anchor_decay must stay below 2. 0: off."""
     prompt_guard: float = knob(0.0, ge=0.0)
     """Weight of the prompt guard (p1): on e_n update steps, penalizes the guidance direction eps_y - eps_n for
     losing its component along the prompt's own CFG direction eps_y - eps_u, as mean(relu(1 - <g, g0> /
@@ -153,6 +159,8 @@ class PSDConfig:
             raise ValueError("neg_loss_scale_max must be >= neg_loss_scale_init")
         if self.update_stop < self.update_start:
             raise ValueError("update_stop must be >= update_start")
+        if self.neg_lr.bounds()[1] * self.anchor_decay >= 2:
+            raise ValueError("anchor_decay: neg_lr x anchor_decay must be < 2 (the decay would overshoot e_n(0))")
         if self.scaling_range[0] > self.scaling_range[1]:
             raise ValueError("scaling_range: low end above high end")
 
@@ -193,13 +201,15 @@ class PSD(GuidanceStrategy):
     needs_reward = True
     neg_init_emb: Tensor
     """[1, L, D] e_n at the start (a buffer; the anchor's centre)."""
+    neg_delta: nn.Parameter
+    """[1, L, D] e_n's learned offset from ``neg_init_emb`` (what the optimizer trains and decays)."""
 
     def setup(self, ctx: GuidanceContext) -> None:
         super().setup(ctx)
         c = self.config
         init = ctx.cond.negative_emb if c.neg_init == "negative" else ctx.cond.uncond_emb
-        self.neg_emb = nn.Parameter(init.detach().clone().float())
         self.register_buffer("neg_init_emb", init.detach().clone().float())
+        self.neg_delta = nn.Parameter(torch.zeros_like(self.neg_init_emb))
         self._start_is_uncond = bool(torch.equal(init, ctx.cond.uncond_emb))  # then eps_n0 = eps_u: no extra call
         if c.teacher_trust > 0:  # only then: checkpoints of runs without it keep their keys
             self.prompt_energy = RunningMoments(c.teacher_trust_momentum)
@@ -211,10 +221,22 @@ class PSD(GuidanceStrategy):
             enabled=c.neg_loss_scaling == "dynamic",
         )
 
+    @property
+    def neg_emb(self) -> Tensor:
+        """[1, L, D] the learnable negative embedding e_n = e_n(0) + offset."""
+        return self.neg_init_emb + self.neg_delta
+
     def param_groups(self) -> list[ParamGroup]:
-        """e_n, with its own Adam settings and learning-rate schedule."""
+        """e_n's offset, with its own Adam settings, learning-rate schedule and decoupled anchor."""
         c = self.config
-        return [ParamGroup("negative_embedding", [self.neg_emb], c.neg_lr, c.neg_betas, c.neg_eps, weight_decay=0.0)]
+        return [ParamGroup("negative_embedding", [self.neg_delta], c.neg_lr, c.neg_betas, c.neg_eps, c.anchor_decay)]
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Reads checkpoints that stored e_n itself (``neg_emb``, before the offset) as well."""
+        old = state_dict.pop(prefix + "neg_emb", None)
+        if old is not None and prefix + "neg_delta" not in state_dict:
+            state_dict[prefix + "neg_delta"] = old - state_dict[prefix + "neg_init_emb"]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def updating(self, step: int, max_steps: int) -> bool:
         """Whether e_n is trained at ``step``."""
@@ -246,12 +268,12 @@ class PSD(GuidanceStrategy):
             same = (s_r, phi_r) == (c.guidance_scale(inp.step), c.guidance_rescale)
             eps_r = eps_t if same else self._teacher(pred, s_r, phi_r, rho, inp.step, space)
             neg_loss, neg_logs = self._neg_loss(NegLossInput(n, pred, eps_r, texts, w, n_noise))
-            anchor = c.anchor_weight * ((self.neg_emb - self.neg_init_emb) ** 2).sum()
+            anchor = c.anchor_weight * (self.neg_delta**2).sum()
             keep = self._prompt_guard(pred, neg_logs) + self._trust(pred, neg_logs)
             loss = loss + c.reward_weight * self.loss_scale.scale_loss(neg_loss) + anchor + keep
             logs.update(neg_logs)
             logs["neg_loss_scale"] = self.loss_scale.scale.detach().float()
-        logs["neg_drift"] = (self.neg_emb - self.neg_init_emb).norm().detach()
+        logs["neg_drift"] = self.neg_delta.norm().detach()
         return GuidanceOutput(loss=loss, logs=logs)
 
     def _prompt_guard(self, p: Predictions, logs: dict[str, Tensor]) -> Tensor | float:
@@ -287,7 +309,7 @@ class PSD(GuidanceStrategy):
         """eps_y and eps_u (p2 only), without gradient, and eps_n (gradient to e_n iff ``update``)."""
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
         e_y = cond.prompt_emb[vi]
-        e_n = self.loss_scale.unscale(self.neg_emb) if update else self.neg_emb
+        e_n = self.neg_init_emb + (self.loss_scale.unscale(self.neg_delta) if update else self.neg_delta)
         e_n = e_n.expand_as(e_y).to(x_t)
         with_u = c.form == "p2" or (update and (c.prompt_guard > 0 or c.teacher_trust > 0))
         with_n0 = update and c.teacher_trust > 0 and not self._start_is_uncond
