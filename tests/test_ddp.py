@@ -13,6 +13,11 @@ SAME_SAMPLES = ("trainer.max_steps=6", "renderer.config.jitter=false", "renderer
 # normalization, not the summation order.
 FLOAT_FLOOR = ("optim.eps=1.0e-8",)
 PSD_FLOOR = "guidance.config.neg_eps=1.0e-8"
+# That floor moves with the trajectory: with the quickstart's decoupled anchor (07ef7ef) one hash-table entry of
+# 262k differed by 1.25e-6 in the alpha-bar-gate case while e_n agreed exactly. The gate tests keep the e_n
+# settings the 1e-6 bound was measured on (the normalization they check does not depend on the anchor);
+# test_negative_embedding_identical_on_both_ranks runs the decoupled anchor.
+PSD_CALIBRATED = ("guidance.config.neg_lr=0.05", "guidance.config.anchor_decay=0", "guidance.config.anchor_weight=1.0")
 
 
 def test_negative_embedding_identical_on_both_ranks(tmp_path):
@@ -78,6 +83,7 @@ def test_rank_invariant_with_a_gate_that_drops_samples(tmp_path, strategy):
     (on main, normalizing by each rank's own count, e_n differed by 1.65e-3)."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
+    strategy = [*PSD_CALIBRATED, *strategy] if PSD_FLOOR in strategy else strategy
     run_fit_script(one, 1, 4, *SAME_SAMPLES, *FLOAT_FLOOR, *strategy)
     run_fit_script(two, 2, 2, *SAME_SAMPLES, *FLOAT_FLOOR, *strategy)
     a, b = torch.load(one / "rank0.pt"), torch.load(two / "rank0.pt")

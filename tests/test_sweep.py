@@ -32,7 +32,7 @@ def test_shipped_sweeps_validate():
     ("body", "match"),
     [
         (
-            "metric: {name: x}\nparameters:\n  guidance.config.neg_lr: {values: [0.1, -1]}\n",
+            "metric: {name: x}\nparameters:\n  guidance.config.neg_lr: {values: [0.05, -1]}\n",
             r"parameters\.guidance\.config\.neg_lr\[1\]: .*guidance\.config\.neg_lr: out of range, must be >= 0\.0 "
             r"\(found -1\.0\)",
         ),
@@ -75,7 +75,7 @@ def test_local_grid_runs_every_trial(tmp_path, capsys):
     sweep = write(
         tmp_path,
         "name: mini\nmetric: {name: train_reward}\nparameters:\n"
-        "  guidance.config.neg_lr: {values: [0.01, 0.1]}\n  seed: {values: [0, 1]}\n",
+        "  guidance.config.neg_lr: {values: [0.01, 0.05]}\n  seed: {values: [0, 1]}\n",
     )
     assert main(["sweep", str(sweep), "--local", "grid", "--out", str(tmp_path / "out"), *TINY]) == 0
     summary = json.loads((tmp_path / "out" / "mini" / "sweep.json").read_text())

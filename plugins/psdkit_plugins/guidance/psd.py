@@ -13,6 +13,8 @@ Negative-embedding update (``neg_loss``):
     pairwise (Variant B): two noises ranked by R; Bradley-Terry loss on the implicit rewards
         ``r(i) = -beta * w(t) * (|eps_i - eps_y_i|^2 - |eps_i - eps_n_i|^2)``.
 Reward-based scaling (``reward_scaling``, p2): ``rho_v = clamp(1 + kappa * (mu_R - R_v) / std_R)``.
+Anchors: ``e_n = e_n(0) + delta``; ``delta`` is held back by the penalty ``anchor_weight * |delta|^2`` or by
+AdamW's decoupled decay (``anchor_decay``), which does not depend on the reward's scale.
 The reward scores the *base* prompt (view suffixes are for the prior), the one-step estimate of a teacher
 with its own CFG scale (``reward_guidance_scale``), and the e_n loss is averaged over the samples the
 timestep gate keeps in the *global* batch, so DDP gives the single-process result (docs/method.md).
