@@ -15,9 +15,14 @@ FLOAT_FLOOR = ("optim.eps=1.0e-8",)
 PSD_FLOOR = "guidance.config.neg_eps=1.0e-8"
 # That floor moves with the trajectory: with the quickstart's decoupled anchor (07ef7ef) one hash-table entry of
 # 262k differed by 1.25e-6 in the alpha-bar-gate case while e_n agreed exactly. The gate tests keep the e_n
-# settings the 1e-6 bound was measured on (the normalization they check does not depend on the anchor);
+# settings and reward teacher the 1e-6 bound was measured on (the normalization they check does not depend on them);
 # test_negative_embedding_identical_on_both_ranks runs the decoupled anchor.
-PSD_CALIBRATED = ("guidance.config.neg_lr=0.05", "guidance.config.anchor_decay=0", "guidance.config.anchor_weight=1.0")
+PSD_CALIBRATED = (
+    "guidance.config.neg_lr=0.05",
+    "guidance.config.anchor_decay=0",
+    "guidance.config.anchor_weight=1.0",
+    "guidance.config.reward_guidance_scale=null",
+)
 
 
 def test_negative_embedding_identical_on_both_ranks(tmp_path):
