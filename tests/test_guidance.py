@@ -47,6 +47,11 @@ def setup(cls, ctx=None, **config):
     return s
 
 
+def set_negative(psd: PSD, e_n: torch.Tensor) -> None:
+    """Put PSD's learnable negative embedding at ``e_n`` [1, L, D] (its offset from the start)."""
+    psd.neg_delta.copy_(e_n - psd.neg_init_emb)
+
+
 def replay_noise(seed, t_lo, t_hi, T, shape, copies=1):
     """The (t, eps) a strategy draws from generator(seed): timesteps first, then noise."""
     gen = torch.Generator().manual_seed(seed)
@@ -114,7 +119,7 @@ def test_psd_teacher_uses_learned_negative():
     """After moving e_n, the 3D gradient matches the closed form with the new e_n."""
     psd = setup(PSD, guidance_scale=3.0, update_start=1.0, update_stop=1.0)
     with torch.no_grad():
-        psd.neg_delta.copy_(psd.ctx.prior.encode_text(["a red ball"]) - psd.neg_init_emb)
+        set_negative(psd, psd.ctx.prior.encode_text(["a red ball"]))
     out, grad, inp = run(psd)
     prior = psd.ctx.prior
     z = prior.encode_images(inp.images.detach())
@@ -186,7 +191,7 @@ def test_psd_trust_region_measures_how_far_e_n_moved_the_prediction():
         assert torch.allclose(g_trust, g_plain, atol=1e-9), neg_init
     psd = setup(PSD, teacher_trust=1.0, neg_init="uncond", **kw)
     with torch.no_grad():
-        psd.neg_delta.copy_(psd.ctx.cond.prompt_emb[:1] - psd.neg_init_emb)
+        set_negative(psd, psd.ctx.cond.prompt_emb[:1])
     out, _, _ = run(psd)
     assert out.logs["teacher_moved"] == pytest.approx(1.0, rel=1e-4), "one batch: the normalizer is its own energy"
     (g,) = torch.autograd.grad(out.loss, psd.neg_delta)
@@ -195,10 +200,10 @@ def test_psd_trust_region_measures_how_far_e_n_moved_the_prediction():
     assert run(psd)[0].logs["teacher_moved"] < out.logs["teacher_moved"]
     loose = setup(PSD, teacher_trust=1.0, teacher_trust_radius=2.0, neg_init="uncond", **kw)
     with torch.no_grad():
-        loose.neg_delta.copy_(loose.ctx.cond.prompt_emb[:1] - loose.neg_init_emb)
+        set_negative(loose, loose.ctx.cond.prompt_emb[:1])
     bare = setup(PSD, neg_init="uncond", **kw)
     with torch.no_grad():
-        bare.neg_delta.copy_(bare.ctx.cond.prompt_emb[:1] - bare.neg_init_emb)
+        set_negative(bare, bare.ctx.cond.prompt_emb[:1])
     (g_loose,) = torch.autograd.grad(run(loose)[0].loss, loose.neg_delta)
     (g_bare,) = torch.autograd.grad(run(bare)[0].loss, bare.neg_delta)
     assert torch.allclose(g_loose, g_bare, atol=1e-9), "inside the radius"
@@ -217,7 +222,7 @@ def test_psd_prompt_guard_restores_the_prompts_guidance():
     (g_plain,) = torch.autograd.grad(run(plain)[0].loss, plain.neg_delta)
     assert torch.allclose(g_start, g_plain, atol=1e-9), "no penalty, no gradient, while the prompt is intact"
     with torch.no_grad():
-        psd.neg_delta.copy_(psd.ctx.cond.prompt_emb[:1] - psd.neg_init_emb)
+        set_negative(psd, psd.ctx.cond.prompt_emb[:1])
     out, _, _ = run(psd)
     assert out.logs["prompt_taken"] == pytest.approx(1.0, abs=1e-4)
     (g,) = torch.autograd.grad(out.loss, psd.neg_delta)
@@ -226,10 +231,10 @@ def test_psd_prompt_guard_restores_the_prompts_guidance():
     assert run(psd)[0].logs["prompt_taken"] < out.logs["prompt_taken"]
     lenient = setup(PSD, prompt_guard=1.0, prompt_guard_keep=0.0, **kw)
     with torch.no_grad():
-        lenient.neg_delta.copy_(lenient.ctx.cond.prompt_emb[:1] - lenient.neg_init_emb)
+        set_negative(lenient, lenient.ctx.cond.prompt_emb[:1])
     assert run(lenient)[0].logs["prompt_taken"] == 0.0, "cancelled, not reversed"
     with torch.no_grad():
-        lenient.neg_delta.copy_(3.0 * lenient.ctx.cond.prompt_emb[:1] - lenient.neg_init_emb)
+        set_negative(lenient, 3.0 * lenient.ctx.cond.prompt_emb[:1])
     assert run(lenient)[0].logs["prompt_taken"] > 0.0, "e_n beyond the prompt turns its guidance around"
 
 
@@ -261,14 +266,14 @@ def _offset_after_training(k: float, steps: int = 30, **config) -> torch.Tensor:
 def test_psd_decoupled_anchor_is_free_of_the_rewards_scale():
     """anchor_decay: e_n's offset does not depend on the reward's units; the penalty anchor's does."""
     decay = {"neg_lr": 0.02, "anchor_decay": 30.0}
-    small, large = _offset_after_training(1.0, **decay), _offset_after_training(1000.0, **decay)
-    assert small.norm() > 0
-    assert torch.allclose(small, large, rtol=1e-3, atol=1e-6), (small - large).abs().max()
+    decayed, large = _offset_after_training(1.0, **decay), _offset_after_training(1000.0, **decay)
+    assert decayed.norm() > 0
+    assert torch.allclose(decayed, large, rtol=1e-3, atol=1e-6), (decayed - large).abs().max()
     penalty = {"neg_lr": 0.02, "anchor_weight": 1.0}
     small, large = _offset_after_training(1.0, **penalty), _offset_after_training(1000.0, **penalty)
     assert large.norm() > 3 * small.norm(), "the penalty's pull weakens as the reward's gradient grows"
     free = _offset_after_training(1.0, neg_lr=0.02)
-    assert free.norm() > 2 * _offset_after_training(1.0, **decay).norm(), "the decay holds e_n back"
+    assert free.norm() > 2 * decayed.norm(), "the decay holds e_n back"
 
 
 def test_psd_decoupled_anchor_must_not_overshoot():

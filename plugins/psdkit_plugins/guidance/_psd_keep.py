@@ -20,10 +20,10 @@ def prompt_taken(eps_y: Tensor, eps_u: Tensor, eps_n: Tensor, keep: float) -> Te
     Returns this rank's share of the DDP-averaged value (world size x local sum / global normalizer).
     """
     g0 = (eps_y - eps_u).flatten(1).float()
-    total = global_sum((g0 * g0).sum()).clamp_min(1e-12)
+    energy = (g0 * g0).sum(1)
     g = (eps_y - eps_n).flatten(1).float()
-    taken = torch.relu(keep * (g0 * g0).sum(1) - (g * g0).sum(1))  # relu: no gradient when nothing is taken
-    return world_size() * taken.sum() / total
+    taken = torch.relu(keep * energy - (g * g0).sum(1))  # relu: no gradient when nothing is taken
+    return world_size() * taken.sum() / global_sum(energy.sum()).clamp_min(1e-12)
 
 
 def teacher_moved(eps_n: Tensor, eps_n0: Tensor, energy: Tensor) -> Tensor:

@@ -311,7 +311,7 @@ class PSD(GuidanceStrategy):
         """eps_y and eps_u (p2 only), without gradient, and eps_n (gradient to e_n iff ``update``)."""
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
         e_y = cond.prompt_emb[vi]
-        e_n = self.neg_init_emb + (self.loss_scale.unscale(self.neg_delta) if update else self.neg_delta)
+        e_n = self.neg_init_emb + self.loss_scale.unscale(self.neg_delta) if update else self.neg_emb
         e_n = e_n.expand_as(e_y).to(x_t)
         with_u = c.form == "p2" or (update and (c.prompt_guard > 0 or c.teacher_trust > 0))
         with_n0 = update and c.teacher_trust > 0 and not self._start_is_uncond
