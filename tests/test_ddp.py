@@ -22,6 +22,7 @@ PSD_CALIBRATED = (
     "guidance.config.anchor_decay=0",
     "guidance.config.anchor_weight=1.0",
     "guidance.config.reward_guidance_scale=null",
+    "guidance.config.neg_loss=reward",
 )
 
 
@@ -70,6 +71,7 @@ def test_two_ranks_match_one_rank_with_twice_the_batch(tmp_path):
     [
         ["guidance.config.reward_t_max=0.5", PSD_FLOOR],
         ["guidance.config.reward_t_max=0.5", "guidance.config.neg_loss=pairwise", PSD_FLOOR],
+        ["guidance.config.neg_loss=bank", "guidance.config.bank_steps=5", PSD_FLOOR],
         ["guidance.config.reward_t_max=0.5", "guidance.config.reward_gate=alpha_bar", PSD_FLOOR],
         [
             "guidance.config.reward_t_max=0.5",
@@ -80,7 +82,7 @@ def test_two_ranks_match_one_rank_with_twice_the_batch(tmp_path):
         ],
         ["guidance.name=reward-sds", "guidance.config={num_noises: 3, top_k: 1}"],
     ],
-    ids=["psd-reward", "psd-pairwise", "psd-alpha-bar-gate", "psd-trust-and-guard", "reward-sds"],
+    ids=["psd-reward", "psd-pairwise", "psd-bank", "psd-alpha-bar-gate", "psd-trust-and-guard", "reward-sds"],
 )
 def test_rank_invariant_with_a_gate_that_drops_samples(tmp_path, strategy):
     """reward_t_max 0.5 drops about half the samples, unevenly between ranks: the e_n loss is averaged over
@@ -106,10 +108,11 @@ def test_rank_invariant_with_a_gate_that_drops_samples(tmp_path, strategy):
     "strategy",
     [
         ["guidance.config.neg_loss=pairwise", PSD_FLOOR],
+        ["guidance.config={neg_loss: bank, bank_steps: 5}", PSD_FLOOR],
         ["guidance.config={form: p2, reward_scaling: true, scaling_warmup: 0}", PSD_FLOOR],
         ["guidance.name=dreamdpo", "guidance.config={gap_threshold: 0.0}"],
     ],
-    ids=["psd-pairwise", "psd-reward-scaling", "dreamdpo"],
+    ids=["psd-pairwise", "psd-bank", "psd-reward-scaling", "dreamdpo"],
 )
 def test_groups_of_views_are_rank_invariant(tmp_path, strategy):
     """A joint (multi-view) prior with groups of 4: 2 ranks x 4 views (one whole group each) equal 1 rank x 8

@@ -12,6 +12,8 @@ Negative-embedding update (``neg_loss``):
     reward (Variant A): minimize ``-R(decode(x0(x_t, eps_T(e_n))))``, gradient through the frozen prior.
     pairwise (Variant B): two noises ranked by R; Bradley-Terry loss on the implicit rewards
         ``r(i) = -beta * w(t) * (|eps_i - eps_y_i|^2 - |eps_i - eps_n_i|^2)``.
+    bank: the same loss over pairs of the prior's own samples of the prompt, ranked by R (``psdkit.ops.bank``): e_n
+        compares the prompt's answers whatever the render shows, and R needs no gradient.
 Reward-based scaling (``reward_scaling``, p2): ``rho_v = clamp(1 + kappa * (mu_R - R_v) / std_R)``.
 Anchors: ``e_n = e_n(0) + delta``; ``delta`` is held back by the penalty ``anchor_weight * |delta|^2`` or by
 AdamW's decoupled decay (``anchor_decay``), which does not depend on the reward's scale.
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 
 from psdkit.config.schema import Schedule, knob
 from psdkit.contracts import GuidanceContext, GuidanceInput, GuidanceOutput, GuidanceStrategy, ParamGroup
+from psdkit.ops.bank import BankDraw, bank_loss, sample_bank
 from psdkit.ops.ddp import global_sum, global_weighted_mean, world_size
 from psdkit.ops.distill import (
     NativeSpace,
@@ -67,8 +70,19 @@ class PSDConfig:
     """lambda_P, weight of the preference term (p2 only)."""
     neg_init: Literal["negative", "uncond"] = "negative"
     """Initial e_n: the recipe's negative prompt or the empty prompt."""
-    neg_loss: Literal["reward", "pairwise"] = "reward"
-    """How e_n learns: reward back-propagation (Variant A) or pairwise implicit rewards (Variant B)."""
+    neg_loss: Literal["reward", "pairwise", "bank"] = "reward"
+    """How e_n learns: reward back-propagation (Variant A), pairwise implicit rewards of two noisings of the render
+    (Variant B), or implicit rewards of the prior's own samples of the prompt ranked by the reward (bank)."""
+    bank_copies: int = knob(4, ge=2)
+    """Samples of the prompt per view in each bank (neg_loss bank); each pair of a view's samples is one comparison."""
+    bank_steps: int = knob(25, ge=1)
+    """DDIM steps that draw each bank sample from pure noise (two prior calls per sample and step)."""
+    bank_guidance_scale: float = knob(7.5, ge=0.0)
+    """CFG scale, against the empty prompt, the bank's samples are drawn at."""
+    bank_beta: float = knob(3000.0, gt=0.0)
+    """beta of the bank's implicit rewards, on per-pixel mean squared errors (Diffusion-DPO's scale)."""
+    bank_t_range: tuple[float, float] = (0.02, 0.98)
+    """Timesteps, as fractions of T, at which the bank's samples are noised for their implicit rewards."""
     neg_lr: Schedule = knob(Schedule(1e-3), ge=0.0)
     """Learning rate of e_n (Adam)."""
     neg_betas: tuple[float, float] = (0.9, 0.99)
@@ -165,6 +179,8 @@ class PSDConfig:
             raise ValueError("anchor_decay: neg_lr x anchor_decay must be < 2 (the decay would overshoot e_n(0))")
         if self.scaling_range[0] > self.scaling_range[1]:
             raise ValueError("scaling_range: low end above high end")
+        if not 0 <= self.bank_t_range[0] <= self.bank_t_range[1] <= 1:
+            raise ValueError("bank_t_range: needs 0 <= low <= high <= 1")
 
 
 @dataclasses.dataclass
@@ -194,6 +210,8 @@ class NegLossInput:
     w: Tensor
     """[N] w(t) of the 3D update."""
     n_noise: int
+    draw: BankDraw
+    """The step's views and randomness (a bank's draw)."""
 
 
 class PSD(GuidanceStrategy):
@@ -255,7 +273,8 @@ class PSD(GuidanceStrategy):
         space = n.rescale_space(c.guidance_rescale_in)
         if update:
             self.loss_scale.update()
-        pred = self._predict(n.x_t, n.t, inp.view_index.repeat(n_noise), inp.cameras.repeat(n_noise), update)
+        vi, cams = inp.view_index.repeat(n_noise), inp.cameras.repeat(n_noise)
+        pred = self._predict(n.x_t, n.t, vi, cams, update, grad_n=update and self._grad_through_eps_n)
         rho = self._reward_scale(n, pred, texts, inp.step, space) if c.form == "p2" and c.reward_scaling else 1.0
         eps_t = self._teacher(pred, c.guidance_scale(inp.step), c.guidance_rescale, rho, inp.step, space)
         w = timestep_weight(c.weighting, n.alpha, n.sigma)
@@ -267,9 +286,11 @@ class PSD(GuidanceStrategy):
             logs["rho"] = rho.mean()
         if update:
             s_r, phi_r = self._reward_cfg(inp.step)
-            same = (s_r, phi_r) == (c.guidance_scale(inp.step), c.guidance_rescale)
+            same = c.neg_loss == "bank" or (s_r, phi_r) == (c.guidance_scale(inp.step), c.guidance_rescale)
             eps_r = eps_t if same else self._teacher(pred, s_r, phi_r, rho, inp.step, space)
-            neg_loss, neg_logs = self._neg_loss(NegLossInput(n, pred, eps_r, texts, w, n_noise))
+            draw = BankDraw(inp.cameras, inp.view_index, tuple(n.z.shape), inp.generator, inp.batch_offset,
+                            inp.global_batch)  # fmt: skip
+            neg_loss, neg_logs = self._neg_loss(NegLossInput(n, pred, eps_r, texts, w, n_noise, draw))
             anchor = c.anchor_weight * (self.neg_delta**2).sum()
             keep = self._prompt_guard(pred, neg_logs) + self._trust(pred, neg_logs)
             loss = loss + c.reward_weight * self.loss_scale.scale_loss(neg_loss) + anchor + keep
@@ -307,24 +328,31 @@ class PSD(GuidanceStrategy):
         phi = c.guidance_rescale if c.reward_guidance_rescale is None else c.reward_guidance_rescale
         return s, phi
 
-    def _predict(self, x_t: Tensor, t: Tensor, vi: Tensor, cams, update: bool) -> Predictions:
-        """eps_y and eps_u (p2 only), without gradient, and eps_n (gradient to e_n iff ``update``)."""
+    @property
+    def _grad_through_eps_n(self) -> bool:
+        """Whether an update step back-propagates through the step's eps_n (not for the bank alone)."""
+        c = self.config
+        return c.neg_loss != "bank" or c.prompt_guard > 0 or c.teacher_trust > 0
+
+    def _predict(self, x_t: Tensor, t: Tensor, vi: Tensor, cams, update: bool, grad_n: bool) -> Predictions:
+        """eps_y and eps_u (p2, or the keeping terms on ``update`` steps), without gradient, and eps_n (gradient to
+        e_n iff ``grad_n``)."""
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
         e_y = cond.prompt_emb[vi]
-        e_n = self.neg_init_emb + self.loss_scale.unscale(self.neg_delta) if update else self.neg_emb
+        e_n = self.neg_init_emb + self.loss_scale.unscale(self.neg_delta) if grad_n else self.neg_emb
         e_n = e_n.expand_as(e_y).to(x_t)
         with_u = c.form == "p2" or (update and (c.prompt_guard > 0 or c.teacher_trust > 0))
         with_n0 = update and c.teacher_trust > 0 and not self._start_is_uncond
         embs = [e_y, cond.uncond_emb.expand_as(e_y)] if with_u else [e_y]
         embs += [self.neg_init_emb.expand_as(e_y).to(x_t)] if with_n0 else []
-        if c.batch_conditionings:  # one prior call; with ``update`` its backward spans every row
-            with torch.set_grad_enabled(update):
+        if c.batch_conditionings:  # one prior call; with ``grad_n`` its backward spans every row
+            with torch.set_grad_enabled(grad_n):
                 *fixed, eps_n = predict_many(prior, x_t, t, [*embs, e_n], cams)
             fixed = [e.detach() for e in fixed]
         else:
             with torch.no_grad():
                 fixed = predict_many(prior, x_t, t, embs, cams, batched=False)
-            with torch.set_grad_enabled(update):
+            with torch.set_grad_enabled(grad_n):
                 eps_n = prior.predict_noise(x_t, t, e_n, cams)
         return Predictions(fixed[0], fixed[1] if with_u else None, eps_n, fixed[-1] if with_n0 else None)
 
@@ -373,6 +401,8 @@ class PSD(GuidanceStrategy):
         """The e_n loss (without the anchor), averaged over the kept samples of the global batch."""
         c, n = self.config, inp.noised
         keep, weight = self._gate(n.t, n.alpha)
+        if c.neg_loss == "bank":
+            return self._bank_loss(inp.draw)
         if c.neg_loss == "reward":
             r = self._score(n.x_t, n.t, inp.eps_r, inp.texts)
             loss = global_weighted_mean(-r, weight, keep.sum())
@@ -387,3 +417,12 @@ class PSD(GuidanceStrategy):
         keep0, weight0 = keep.view(inp.n_noise, -1)[0], weight.view(inp.n_noise, -1)[0]
         loss = global_weighted_mean(-F.logsigmoid(margin), weight0, keep0.sum())
         return loss, {"reward": r.mean(), "neg_active": keep0.mean(), "pair_margin": margin.mean().detach()}
+
+    def _bank_loss(self, draw: BankDraw) -> tuple[Tensor, dict[str, Tensor]]:
+        """The bank's Bradley-Terry loss, averaged over the ranked pairs of the global batch."""
+        c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
+        bank = sample_bank(prior, self.ctx.require_reward(), cond, draw, c.bank_copies, c.bank_steps,
+                           c.bank_guidance_scale)  # fmt: skip
+        e_n = self.neg_init_emb + self.loss_scale.unscale(self.neg_delta)
+        loss, weight, logs = bank_loss(prior, bank, cond, e_n, c.bank_beta, c.bank_t_range, draw)
+        return global_weighted_mean(loss, weight, weight.sum()), logs
