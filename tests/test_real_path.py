@@ -230,6 +230,26 @@ class Linear(RewardModel):
         return (images * self.w).mean(dim=(1, 2, 3))
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_sample_bank_trains_e_n_through_the_stable_diffusion_unet(dtype):
+    """neg_loss bank on a latent UNet: the bank's DDIM samples decode and score, and e_n gets a finite, non-zero
+    gradient from the implicit rewards alone; in fp16 the first steps overflow at the initial loss scale, which
+    backs off until they do not. (The tiny ImageReward scores the tiny UNet's samples alike to 4 digits, and
+    tied pairs teach nothing, so the reward here is the sensitive ``Linear``.)"""
+    prior = sd(dtype=dtype)
+    cond = make_conditioning(prior, PromptConfig(text="a red sphere", negative="blue", view_dependent=False))
+    psd = PSD(build_config(PSD.Config, {"neg_loss": "bank", "bank_copies": 2, "bank_steps": 3}, ""))
+    psd.setup(GuidanceContext(prior=prior, reward=Linear(), cond=cond))
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    for step in range(24):
+        out = psd(step_input(images, seed=step, step=step, max_steps=100))
+        (grad,) = torch.autograd.grad(out.loss, psd.neg_delta)
+        if grad.abs().sum() > 0:
+            break
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert step == 0 if dtype == "fp32" else psd.loss_scale.scale < 2.0**16
+
+
 def test_fp16_gradient_keeps_the_fp32_direction_with_loss_scaling():
     """With a reward whose gradient is well conditioned, fp16 without scaling flushes part of e_n's gradient
     to zero; scaled, every entry survives and the direction matches fp32."""
