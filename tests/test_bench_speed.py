@@ -23,8 +23,18 @@ SMALL = [
 ]
 
 
-def test_speed_report_on_the_quickstart(capsys):
-    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [*SMALL, "prior.config.resolution=16"])
+E_N_UPDATE_PARTS = {
+    # the reward loss back-propagates through the decode and the reward
+    "reward": ("prior, with grad (e_n update) (forward)", "reward (forward)", "reward (backward)", "decode (forward)"),
+    # the sample bank scores its samples without gradient; only its implicit rewards reach e_n
+    "bank": ("prior, with grad (e_n update) (forward)", "prior (forward)", "reward (forward)", "decode (forward)"),
+}
+
+
+@pytest.mark.parametrize("neg_loss", ["reward", "bank"])
+def test_speed_report_on_the_quickstart(capsys, neg_loss):
+    overrides = [*SMALL, "prior.config.resolution=16", f"guidance.config.neg_loss={neg_loss}"]
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", overrides)
     r = bench_speed(recipe, steps=3, warmup=1)
     assert r["ms_per_step"] > 0 and r["steps_per_s"] == pytest.approx(1000 / r["ms_per_step"])
     assert r["projected_s"] >= r["ms_per_step"] * 300 / 1000 and r["projected_minutes"] == pytest.approx(
@@ -32,16 +42,10 @@ def test_speed_report_on_the_quickstart(capsys):
     )
     assert r["checkpoint_s"] > 0 and r["validation_grid_s"] > 0
     parts = r["breakdown_ms"]
-    for part in (
-        "render (forward)",
-        "render (backward)",
-        "prior, with grad (e_n update) (forward)",
-        "reward (forward)",
-        "reward (backward)",
-        "decode (forward)",
-        "optimizer step",
-    ):
+    for part in ("render (forward)", "render (backward)", "optimizer step", *E_N_UPDATE_PARTS[neg_loss]):
         assert parts[part] > 0, part
+    if neg_loss == "bank":
+        assert parts.get("reward (backward)", 0.0) == 0.0, "the bank never back-propagates through the reward"
     # the parts account for the instrumented step (the remainder is reported as "other", never negative)
     assert sum(parts.values()) == pytest.approx(r["instrumented_ms_per_step"], rel=0.02)
     assert r["ms_per_step_with_neg_update"] > 0 and r["ms_per_step_without_neg_update"] > 0

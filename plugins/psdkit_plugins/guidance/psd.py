@@ -400,9 +400,9 @@ class PSD(GuidanceStrategy):
     def _neg_loss(self, inp: NegLossInput) -> tuple[Tensor, dict[str, Tensor]]:
         """The e_n loss (without the anchor), averaged over the kept samples of the global batch."""
         c, n = self.config, inp.noised
-        keep, weight = self._gate(n.t, n.alpha)
         if c.neg_loss == "bank":
             return self._bank_loss(inp.draw)
+        keep, weight = self._gate(n.t, n.alpha)
         if c.neg_loss == "reward":
             r = self._score(n.x_t, n.t, inp.eps_r, inp.texts)
             loss = global_weighted_mean(-r, weight, keep.sum())
