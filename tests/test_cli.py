@@ -110,10 +110,8 @@ def test_renaming_a_component_says_what_it_drops(capsys):
         assert main(["fit", str(ROOT / "recipes" / "quickstart.yaml"), "guidance.name=sds", "--validate-only"]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and captured.err.startswith("psdkit: warning: guidance.name=sds replaces psd")
-    assert (
-        "dropped (anchor_decay, batch_conditionings, guidance_rescale, guidance_scale, neg_loss, neg_lr, t_max)"
-        in (captured.err)
-    )
+    dropped = "dropped (anchor_decay, batch_conditionings, guidance_rescale, guidance_scale, neg_loss, neg_lr, t_max)"
+    assert dropped in captured.err
     resolved = yaml.safe_load(captured.out)  # --validate-only prints the resolved recipe
     assert resolved["guidance"]["name"] == "sds" and resolved["guidance"]["config"]["guidance_scale"]["start"] == 7.5
 
