@@ -22,7 +22,7 @@ from torch import Tensor
 
 from psdkit.contracts import Conditioning
 from psdkit.contracts.camera import Cameras
-from psdkit.ops.distill import broadcast, draw_noise, guide
+from psdkit.ops.distill import broadcast, ddim_step, draw_noise, guide
 
 
 @dataclasses.dataclass
@@ -72,10 +72,9 @@ def sample_bank(
         t = ts[i].repeat(len(x))
         eps_y, eps_u = (prior.predict_noise(x, t, e, cams) for e in (e_y, e_u))
         eps = guide(eps_u, eps_y, scale)
-        x0 = prior.predict_x0(x, t, eps)
         if i + 1 < steps:
-            alpha, sigma = prior.alpha_sigma(ts[i + 1].repeat(len(x)))
-            x = broadcast(alpha, x) * x0 + broadcast(sigma, x) * eps
+            x = ddim_step(prior, x, t, ts[i + 1].repeat(len(x)), eps)
+    x0 = prior.predict_x0(x, t, eps)
     texts = [cond.base_prompt] * len(x0)
     return Bank(x0, reward(prior.decode(x0), texts).float().detach(), cams, vi, copies)
 

@@ -56,6 +56,14 @@ def timestep_weight(kind: Weighting, alpha: Tensor, sigma: Tensor) -> Tensor:
     return sigma / alpha
 
 
+def ddim_step(prior: Any, x: Tensor, t_from: Tensor, t_to: Tensor, eps: Tensor) -> Tensor:
+    """Deterministic DDIM move of ``x`` [B, ...] from ``t_from`` to ``t_to`` [B] with noise estimate ``eps``."""
+    a0, s0 = prior.alpha_sigma(t_from)
+    a1, s1 = prior.alpha_sigma(t_to)
+    x0 = (x - broadcast(s0, x) * eps) / broadcast(a0, x)
+    return broadcast(a1, x) * x0 + broadcast(s1, x) * eps
+
+
 def group_mean(v: Tensor, group: int) -> Tensor:
     """[B] the mean of each run of ``group`` consecutive entries of ``v`` [B] (the views of one object of a
     multi-view prior), repeated over the run: per-object statistics for strategies that compare or normalize."""

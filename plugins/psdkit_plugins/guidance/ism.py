@@ -19,6 +19,7 @@ from psdkit.contracts import GuidanceInput, GuidanceOutput, GuidanceStrategy
 from psdkit.ops.distill import (
     Weighting,
     broadcast,
+    ddim_step,
     forward_noise,
     predict_many,
     residual_loss,
@@ -41,14 +42,6 @@ class ISMConfig(CFGConfig):
     """Highest timestep, as a fraction of T (LucidDreamer widens it to 0.98 with warm-up)."""
     weighting: Weighting = "sqrt_snr_inv"
     """w(t); LucidDreamer uses sigma / alpha."""
-
-
-def ddim_step(prior, x: Tensor, t_from: Tensor, t_to: Tensor, eps: Tensor) -> Tensor:
-    """Deterministic DDIM move of ``x`` from ``t_from`` to ``t_to`` with noise estimate ``eps``."""
-    a0, s0 = prior.alpha_sigma(t_from)
-    a1, s1 = prior.alpha_sigma(t_to)
-    x0 = (x - broadcast(s0, x) * eps) / broadcast(a0, x)
-    return broadcast(a1, x) * x0 + broadcast(s1, x) * eps
 
 
 class ISM(GuidanceStrategy):

@@ -328,6 +328,10 @@ class PSD(GuidanceStrategy):
         phi = c.guidance_rescale if c.reward_guidance_rescale is None else c.reward_guidance_rescale
         return s, phi
 
+    def _neg_for_update(self) -> Tensor:
+        """[1, L, D] e_n as an update's backward sees it: its gradient passes through the dynamic loss scale."""
+        return self.neg_init_emb + self.loss_scale.unscale(self.neg_delta)
+
     @property
     def _grad_through_eps_n(self) -> bool:
         """Whether an update step back-propagates through the step's eps_n (not for the bank alone)."""
@@ -339,7 +343,7 @@ class PSD(GuidanceStrategy):
         e_n iff ``grad_n``)."""
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
         e_y = cond.prompt_emb[vi]
-        e_n = self.neg_init_emb + self.loss_scale.unscale(self.neg_delta) if grad_n else self.neg_emb
+        e_n = self._neg_for_update() if grad_n else self.neg_emb
         e_n = e_n.expand_as(e_y).to(x_t)
         with_u = c.form == "p2" or (update and (c.prompt_guard > 0 or c.teacher_trust > 0))
         with_n0 = update and c.teacher_trust > 0 and not self._start_is_uncond
@@ -423,6 +427,5 @@ class PSD(GuidanceStrategy):
         c, prior, cond = self.config, self.ctx.prior, self.ctx.cond
         bank = sample_bank(prior, self.ctx.require_reward(), cond, draw, c.bank_copies, c.bank_steps,
                            c.bank_guidance_scale)  # fmt: skip
-        e_n = self.neg_init_emb + self.loss_scale.unscale(self.neg_delta)
-        loss, weight, logs = bank_loss(prior, bank, cond, e_n, c.bank_beta, c.bank_t_range, draw)
+        loss, weight, logs = bank_loss(prior, bank, cond, self._neg_for_update(), c.bank_beta, c.bank_t_range, draw)
         return global_weighted_mean(loss, weight, weight.sum()), logs
