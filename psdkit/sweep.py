@@ -7,7 +7,7 @@ A sweep file is W&B's sweep format plus a ``recipe:`` key::
     metric: {name: heldout_rewards/analytic-heldout, goal: maximize}
     parameters:
       guidance.config.guidance_scale: {values: [10.0, 20.0]}
-      guidance.config.neg_lr: {min: 0.01, max: 0.1, distribution: log_uniform_values}
+      guidance.config.negative.lr: {min: 0.04, max: 0.4, distribution: log_uniform_values}
       seed: {values: [0, 1, 2]}
 
 ``--local grid|random`` expands and runs it here; otherwise the sweep is created on W&B and trials

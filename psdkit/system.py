@@ -19,6 +19,7 @@ from psdkit.config.recipe_schema import RecipeSchema
 from psdkit.contracts import Cameras, Components, GuidanceInput, RenderOutput
 from psdkit.ops.seeding import step_generator
 from psdkit.optim import build_optimizer, reset_optimizer_state
+from psdkit.run.build import view_label_ids
 
 
 class StepDataset(Dataset):
@@ -70,6 +71,10 @@ class PSDSystem(L.LightningModule):
         """Once Lightning has placed this module on its device, put the frozen models there too."""
         self.move_frozen(self.device)
 
+    def on_train_start(self) -> None:
+        """The strategy's one-time work (PSD's replay pool), after a resumed checkpoint has been loaded."""
+        self.guidance.prepare(progress=self.schema.trainer.progress)
+
     def train_dataloader(self) -> DataLoader:
         return DataLoader(StepDataset(self.schema.trainer.max_steps), batch_size=None, shuffle=False)
 
@@ -80,11 +85,7 @@ class PSDSystem(L.LightningModule):
     # ---- the step -------------------------------------------------------------------------------
     def view_ids(self, cameras: Cameras) -> list[int]:
         """Index into the conditioning's view labels of each camera (host-side cameras: no device read)."""
-        labels = self.components.cond.labels
-        if labels == [""]:
-            return [0] * len(cameras)
-        p = self.schema.prompt
-        return [labels.index(n) for n in cameras.view_labels(p.front_angle, p.back_angle)]
+        return view_label_ids(cameras, self.components.cond.labels, self.schema.prompt)
 
     def render(self, cameras: Cameras, generator: torch.Generator | None = None) -> RenderOutput:
         """Render ``cameras`` (moved to this device) with the current representation."""

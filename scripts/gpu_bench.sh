@@ -29,7 +29,7 @@ if [ "$PART" = switches ]; then
   timeout 75 $SPEED --steps 10 --warmup 3 --json "$OUT/switch_reference.json" $REF
   for switch in "guidance.config.batch_conditionings=true" "representation.config.backend=triton" \
       "prior.config.channels_last=true" "reward.config.dtype=bf16" "reward.config.patch_embed=matmul" \
-      "guidance.config.reward_decode_size=32" "guidance.config.neg_every=2"; do
+      "guidance.config.negative.every=2"; do
     name=$(echo "$switch" | sed 's/.*config\.//; s/=/-/')
     timeout 75 $SPEED --steps 10 --warmup 3 --json "$OUT/switch_$name.json" $REF "$switch"
   done

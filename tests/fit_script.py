@@ -37,7 +37,6 @@ TINY = [
     "renderer.config.occupancy_warmup=2",
     "renderer.config.occupancy_every=2",
 ]
-PSD_DEFAULTS = ["guidance.config.reward_t_max=1.0"]  # dropped when the caller picks another strategy
 
 
 class DumpState(L.Callback):
@@ -81,13 +80,11 @@ def main() -> None:
     resume = "--resume" in rest
     rest = [r for r in rest if r != "--resume"]
     tiny = TINY if recipe_file == "quickstart.yaml" else [o for o in TINY if not o.startswith("renderer.")]
-    own_guidance = any(r.startswith("guidance.name=") for r in rest)
     overrides = [
         "name=run",
         f"trainer.devices={devices}",
         f"camera.config.batch_size={batch}",
         *tiny,
-        *([] if own_guidance else PSD_DEFAULTS),
         *rest,
     ]
     if devices > 1:

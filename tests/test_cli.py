@@ -34,8 +34,8 @@ def test_plugins_unknown_kind(capsys):
 def test_show_documents_every_field(capsys):
     assert main(["show", "guidance", "psd"]) == 0
     out = capsys.readouterr().out
-    assert "neg_lr: Schedule = 0.001  [ge 0.0]" in out
-    assert "Learning rate of e_n (Adam)." in out
+    assert "  negative.lr: Schedule = 0.08  [ge 0.0]" in out  # a section's fields, dotted
+    assert "AdamW learning rate of u (units of the prompt embedding's RMS per update)." in out
     assert "form: 'p1' | 'p2' = 'p1'" in out
     assert main(["show", "guidance", "nope"]) == 2
     assert "no guidance plugin named 'nope'; installed:" in capsys.readouterr().err
@@ -110,7 +110,7 @@ def test_renaming_a_component_says_what_it_drops(capsys):
         assert main(["fit", str(ROOT / "recipes" / "quickstart.yaml"), "guidance.name=sds", "--validate-only"]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and captured.err.startswith("psdkit: warning: guidance.name=sds replaces psd")
-    dropped = "dropped (anchor_decay, batch_conditionings, guidance_rescale, guidance_scale, neg_loss, neg_lr, t_max)"
+    dropped = "dropped (batch_conditionings, guidance_rescale, guidance_scale, neg_loss, t_max)"
     assert dropped in captured.err
     resolved = yaml.safe_load(captured.out)  # --validate-only prints the resolved recipe
     assert resolved["guidance"]["name"] == "sds" and resolved["guidance"]["config"]["guidance_scale"]["start"] == 7.5

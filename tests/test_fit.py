@@ -90,7 +90,7 @@ def test_run_directory_contents(tmp_path, monkeypatch):
     assert "psdkit fit" in (run / "command.txt").read_text()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "step-0000002.ckpt"]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 2 and "guidance.neg_delta" in ckpt["state_dict"]
+    assert ckpt["global_step"] == 2 and "guidance.neg_offset" in ckpt["state_dict"]
     assert not any("prior" in k for k in ckpt["state_dict"]), "the frozen prior is not checkpointed"
     assert len(list((run / "val").glob("step-*.png"))) == 2
     metrics = json.loads((run / "metrics.json").read_text())

@@ -181,9 +181,9 @@ def test_group_mean_and_psd_reward_scaling_give_one_rho_per_object():
 
     v = torch.arange(8.0)
     assert torch.equal(group_mean(v, 4), torch.tensor([1.5] * 4 + [5.5] * 4)) and torch.equal(group_mean(v, 1), v)
-    _, out = _group_step(PSD, form="p2", reward_scaling=True, scaling_warmup=0, scaling_kappa=0.5)
+    _, out = _group_step(PSD, form="p2", reward_scaling={"warmup": 0, "kappa": 0.5}, neg_loss="reward")
     assert "rho" in out.logs
-    s, _ = _group_step(PSD, form="p2", reward_scaling=True, scaling_warmup=0)
+    s, _ = _group_step(PSD, form="p2", reward_scaling={"warmup": 0}, neg_loss="reward")
     assert int(s.reward_stats.count) == 2, "the running reward statistics count objects, not views"
 
 

@@ -32,9 +32,9 @@ def test_shipped_sweeps_validate():
     ("body", "match"),
     [
         (
-            "metric: {name: x}\nparameters:\n  guidance.config.neg_lr: {values: [0.05, -1]}\n",
-            r"parameters\.guidance\.config\.neg_lr\[1\]: .*guidance\.config\.neg_lr: out of range, must be >= 0\.0 "
-            r"\(found -1\.0\)",
+            "metric: {name: x}\nparameters:\n  guidance.config.negative.lr: {values: [0.05, -1]}\n",
+            r"parameters\.guidance\.config\.negative\.lr\[1\]: .*guidance\.config\.negative\.lr: out of range, "
+            r"must be >= 0\.0 \(found -1\.0\)",
         ),
         (
             "metric: {name: x}\nparameters:\n  guidance.config.nope: {values: [1]}\n",
@@ -75,7 +75,7 @@ def test_local_grid_runs_every_trial(tmp_path, capsys):
     sweep = write(
         tmp_path,
         "name: mini\nmetric: {name: train_reward}\nparameters:\n"
-        "  guidance.config.neg_lr: {values: [0.01, 0.05]}\n  seed: {values: [0, 1]}\n",
+        "  guidance.config.negative.lr: {values: [0.04, 0.2]}\n  seed: {values: [0, 1]}\n",
     )
     assert main(["sweep", str(sweep), "--local", "grid", "--out", str(tmp_path / "out"), *TINY]) == 0
     summary = json.loads((tmp_path / "out" / "mini" / "sweep.json").read_text())
@@ -83,7 +83,7 @@ def test_local_grid_runs_every_trial(tmp_path, capsys):
     assert all(t["metric"] is not None for t in summary["trials"])
     for t in summary["trials"]:
         recipe = (Path(t["run_dir"]) / "recipe.yaml").read_text()
-        assert f"neg_lr:\n      start: {t['params']['guidance.config.neg_lr']}" in recipe
+        assert f"lr:\n        start: {t['params']['guidance.config.negative.lr']}" in recipe
     assert "train_reward" in capsys.readouterr().out
 
 

@@ -72,7 +72,7 @@ def test_offline_run(tmp_path, monkeypatch):
     assert list((files / "media" / "videos").rglob("*.mp4"))
     assert list((files / "media" / "object3D").rglob("*.glb"))
     record = next(runs[0].glob("run-*.wandb")).read_bytes()  # offline runs keep the config in the record file
-    for key in (b"analytic-heldout", b"guidance_scale", b"neg_lr", b"hashgrid-nerf"):
+    for key in (b"analytic-heldout", b"guidance_scale", b"anchor_decay", b"hashgrid-nerf"):
         assert key in record, f"the resolved recipe is the run config: {key!r} missing"
 
     for path in [*run.rglob("*"), *tmp_path.rglob("*")]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 
 from psdkit.config.schema import Schedule, field_docs, type_name
@@ -61,25 +62,35 @@ def show_value(value: object) -> str:
     return repr(value)
 
 
-def describe_config(cls: type) -> list[str]:
-    """One line per config field: name, type, default, docstring."""
+def _section_type(tp: object) -> type | None:
+    """The dataclass a field's annotation holds (``X`` or ``X | None``), other than a Schedule; else None."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    found = [a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a) and a is not Schedule]
+    return found[0] if found else None
+
+
+def describe_config(cls: type, prefix: str = "") -> list[str]:
+    """One line per config field: name, type, default, docstring; a nested section's fields follow it, dotted."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     lines = []
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(f.default) and not isinstance(f.default, Schedule):  # a nested section
-            default = "(a section: its fields are listed under its own name)"
+        inner = _section_type(hints[f.name])
+        if inner is not None and f.default is not None:
+            default = "(a section: its fields follow)"
         elif f.default is not dataclasses.MISSING:
-            default = show_value(f.default)
+            default = show_value(f.default) + (" (a section: {} turns it on; its fields follow)" if inner else "")
         elif f.default_factory is not dataclasses.MISSING:
             default = show_value(f.default_factory())
         else:
             default = "(required)"
         bounds = f.metadata.get("psdkit_bounds", {})
         rng = ", ".join(f"{k} {v}" for k, v in bounds.items())
-        lines.append(f"  {f.name}: {type_name(hints[f.name])} = {default}" + (f"  [{rng}]" if rng else ""))
+        lines.append(f"  {prefix}{f.name}: {type_name(hints[f.name])} = {default}" + (f"  [{rng}]" if rng else ""))
         if docs.get(f.name):
             lines.append(f"      {docs[f.name]}")
+        if inner is not None:
+            lines += describe_config(inner, f"{prefix}{f.name}.")
     return lines
 
 

@@ -212,6 +212,47 @@ def _schedule(value: Any, path: str) -> Schedule:
     raise RecipeError(path, "expected a number or {start, end, from_step, to_step}", value)
 
 
+@dataclasses.dataclass(frozen=True)
+class RetiredKeys:
+    """Keys (and values) a config renamed or retired, each refused with what to set instead."""
+
+    renamed: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Old key: new key relative to the config, optionally followed by ``"; note"``."""
+    retired: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Old key: why it went and what replaces it (``{prefix}`` becomes the config's dotted path)."""
+    values: Mapping[str, Mapping[Any, str]] = dataclasses.field(default_factory=dict)
+    """Key: {old value: what to set instead}."""
+
+
+_RETIRED: dict[type, RetiredKeys] = {}
+
+
+def retired_keys(keys: RetiredKeys) -> Any:
+    """Class decorator of a config: refuse ``keys`` at validation, naming what replaced them."""
+
+    def register(cls: type) -> type:
+        _RETIRED[cls] = keys
+        return cls
+
+    return register
+
+
+def check_retired(cls: type, data: Mapping[str, Any], prefix: str) -> None:
+    """Refuse keys (and values) ``cls`` renamed or retired (:func:`retired_keys`), naming what to set instead."""
+    keys = _RETIRED.get(cls)
+    if keys is None:
+        return
+    for key, value in data.items():
+        if key in keys.renamed:
+            new, _, note = keys.renamed[key].partition("; ")
+            raise RecipeError(f"{prefix}{key}", f"renamed: set {prefix}{new}" + (f" ({note})" if note else ""), value)
+        if key in keys.retired:
+            raise RecipeError(f"{prefix}{key}", "retired: " + keys.retired[key].replace("{prefix}", prefix), value)
+        hint = keys.values.get(key, {})
+        if isinstance(value, (str, bool)) and value in hint:
+            raise RecipeError(f"{prefix}{key}", f"renamed: set {prefix}{key}: {hint[value]}", value)
+
+
 def build_config(cls: type, data: Any, path: str) -> Any:
     """Validate mapping ``data`` into the frozen dataclass ``cls``.
 
@@ -228,6 +269,7 @@ def build_config(cls: type, data: Any, path: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     prefix = f"{path}." if path else ""
+    check_retired(cls, data, prefix)
     for key in data:
         if key not in fields and not fields:
             raise RecipeError(f"{prefix}{key}", "unknown key: this component takes no options")

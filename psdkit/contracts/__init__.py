@@ -10,6 +10,7 @@ from psdkit.contracts.guidance import (
     GuidanceInput,
     GuidanceOutput,
     GuidanceStrategy,
+    ViewSource,
 )
 from psdkit.contracts.prior import DiffusionPrior
 from psdkit.contracts.renderer import Renderer, RenderOutput
@@ -33,5 +34,6 @@ __all__ = [
     "RenderOutput",
     "Representation",
     "RewardModel",
+    "ViewSource",
     "look_at_c2w",
 ]

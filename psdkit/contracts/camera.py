@@ -149,6 +149,12 @@ class CameraSampler(abc.ABC):
         and a group never straddles two ranks. Default: 1 (independent views)."""
         return 1
 
+    def sample_group(self, generator: torch.Generator) -> Cameras:
+        """One group of training views (:meth:`views_per_group` cameras of one object, at step 0's size), from
+        ``generator`` alone and whatever the batch size: strategies draw views of their own with it (PSD's replay
+        pool). Default: the first group of step 0's batch (which may depend on the batch size)."""
+        return self.sample(0, generator).split(self.views_per_group())[0]
+
     @abc.abstractmethod
     def orbit(self, n: int, height: int | None = None, width: int | None = None) -> Cameras:
         """``n`` evaluation cameras evenly spaced in azimuth (a turntable)."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from psdkit.contracts.camera import Cameras
+from psdkit.contracts.camera import Cameras, CameraSampler
 from psdkit.contracts.component import Component, ParamGroup
 from psdkit.contracts.prior import DiffusionPrior
 from psdkit.contracts.reward import RewardModel
@@ -43,12 +44,43 @@ class Conditioning:
 
 
 @dataclasses.dataclass
+class ViewSource:
+    """Training views a strategy may draw on its own, outside the step (PSD's replay pool): the run's camera
+    sampler and how a camera gets its prompt label."""
+
+    camera: CameraSampler
+    label_ids: Callable[[Cameras], list[int]]
+    """Index into ``Conditioning.labels`` of each camera."""
+    seed: int
+    """The recipe's seed (the strategy derives its generators from it)."""
+
+    def sample(self, generator: torch.Generator) -> tuple[Cameras, Tensor]:
+        """(one group of training views, [group] long label of each), independent of the batch size."""
+        cams = self.camera.sample_group(generator)
+        return cams, torch.tensor(self.label_ids(cams), dtype=torch.long)
+
+
+@dataclasses.dataclass(frozen=True)
+class StateSize:
+    """What sizes a strategy's own state, known before any weight loads."""
+
+    sample_shape: tuple[int, ...] | None
+    """[C, h, w] of one sample in the prior's space (None: the prior does not say)."""
+    labels: int
+    """Prompt labels (3 with view-dependent prompts, else 1)."""
+    group: int
+    """Views the prior denoises jointly."""
+
+
+@dataclasses.dataclass
 class GuidanceContext:
     """The frozen models a strategy uses. Not an ``nn.Module``: nothing in it is trained or saved."""
 
     prior: DiffusionPrior
     reward: RewardModel | None
     cond: Conditioning
+    views: ViewSource | None = None
+    """Where a strategy draws views of its own (None: it may not)."""
 
     def require_reward(self) -> RewardModel:
         """The training reward; a strategy that needs one calls this (recipes without one are refused at
@@ -56,6 +88,12 @@ class GuidanceContext:
         if self.reward is None:
             raise RuntimeError("this strategy needs a reward model (recipe key: reward)")
         return self.reward
+
+    def require_views(self) -> ViewSource:
+        """The run's view source; a strategy that draws its own views calls this."""
+        if self.views is None:
+            raise RuntimeError("this strategy draws views of its own: give GuidanceContext a ViewSource")
+        return self.views
 
 
 @dataclasses.dataclass
@@ -132,6 +170,16 @@ class GuidanceStrategy(Component, abc.ABC):
         """Learnable parameter groups, each with its optimizer settings and learning-rate schedule. Default:
         none."""
         return []
+
+    def prepare(self, progress: bool = False) -> None:
+        """Work done once before the first step, after a resumed checkpoint is loaded (PSD draws its replay pool
+        here unless the checkpoint had it); ``progress`` shows a progress bar. Default: nothing."""
+
+    @classmethod
+    def memory_estimate(cls, config: Any, sample: StateSize) -> tuple[int, str, str]:
+        """(bytes of the strategy's own state on the device, how they were counted, the config key that sizes
+        them), from the config alone: checked with the step's memory before any weight loads. Default: none."""
+        return 0, "", ""
 
     def updating(self, step: int, max_steps: int) -> bool:
         """Whether ``step`` updates the strategy's own learnable state online (PSD's e_n): the speed bench times

@@ -8,7 +8,7 @@ prior's own space ("latents": VAE latents for Stable Diffusion, pixels in [-1, 1
 from __future__ import annotations
 
 import abc
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from torch import Tensor
 
@@ -60,6 +60,12 @@ class DiffusionPrior(Component, LoadsWeights, abc.ABC):
         Priors whose network predicts v or x0 convert to eps here. ``cameras`` (len B) is given for
         camera-conditioned priors and ignored by others.
         """
+
+    @classmethod
+    def sample_shape(cls, config: Any) -> tuple[int, ...] | None:
+        """[C, h, w] of one sample in the prior's space, from ``config`` alone (no weights): sizes state kept in
+        that space (PSD's replay pool) before anything loads. Default: None (unknown)."""
+        return None
 
     def views_per_group(self) -> int:
         """Views the prior denoises jointly (a multi-view prior such as MVDream: 4): each group of this many

@@ -9,6 +9,7 @@ import torch
 from psdkit.config.recipe import Recipe
 from psdkit.config.recipe_schema import PromptConfig
 from psdkit.contracts import (
+    Cameras,
     CameraSampler,
     Components,
     Conditioning,
@@ -16,6 +17,7 @@ from psdkit.contracts import (
     GuidanceContext,
     Representation,
     RewardModel,
+    ViewSource,
 )
 from psdkit.errors import RecipeError
 
@@ -35,6 +37,18 @@ def make_conditioning(prior: DiffusionPrior, prompt: PromptConfig) -> Conditioni
         emb = prior.encode_text([*texts, "", prompt.negative])
     n = len(texts)
     return Conditioning(labels, texts, emb[:n], emb[n : n + 1], emb[n + 1 : n + 2], prompt.text)
+
+
+def view_label_ids(cameras: Cameras, labels: list[str], prompt: PromptConfig) -> list[int]:
+    """Index into the conditioning's view ``labels`` of each camera (host-side cameras: no device read)."""
+    if labels == [""]:
+        return [0] * len(cameras)
+    return [labels.index(n) for n in cameras.view_labels(prompt.front_angle, prompt.back_angle)]
+
+
+def view_source(camera: CameraSampler, cond: Conditioning, prompt: PromptConfig, seed: int) -> ViewSource:
+    """The training views a strategy may draw on its own, labelled as the run labels its steps' views."""
+    return ViewSource(camera, lambda cams: view_label_ids(cams, cond.labels, prompt), seed)
 
 
 def _frozen(module: M) -> M:
@@ -81,7 +95,8 @@ def build_components(recipe: Recipe) -> Components:
         evals[c.info.name if n == 0 else f"{c.info.name}#{n + 1}"] = _frozen(c.cls(c.config))
     cond = make_conditioning(prior, recipe.schema.prompt)
     guidance = make("guidance")
-    guidance.setup(GuidanceContext(prior=prior, reward=reward, cond=cond))
+    views = view_source(camera, cond, recipe.schema.prompt, recipe.schema.seed)
+    guidance.setup(GuidanceContext(prior=prior, reward=reward, cond=cond, views=views))
     return Components(
         representation=build_representation(recipe),
         renderer=make("renderer"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from psdkit.config.recipe import Recipe
+from psdkit.contracts.guidance import StateSize
 from psdkit.errors import RecipeError
 
 GIB = 2**30
@@ -113,16 +114,37 @@ def estimate_step_bytes(recipe: Recipe) -> tuple[int, str]:
     return points * per_point + params, why
 
 
+def estimate_strategy_bytes(recipe: Recipe) -> tuple[int, str, str]:
+    """Bytes of the guidance strategy's own state on the device (PSD's replay pool), how they were counted and the
+    key that sizes them, from the configs alone (``GuidanceStrategy.memory_estimate``)."""
+    comp = recipe.components
+    prior, guidance = comp["prior"], comp["guidance"]
+    group = comp["camera"].cls(comp["camera"].config).views_per_group()
+    labels = 3 if recipe.schema.prompt.view_dependent else 1
+    size = StateSize(prior.cls.sample_shape(prior.config), labels, group)
+    return guidance.cls.memory_estimate(guidance.config, size)
+
+
 def check_step_memory(recipe: Recipe) -> None:
-    """Refuse a recipe whose training step would not fit in the memory the device has now."""
+    """Refuse a recipe whose training step, with the strategy's own state, would not fit in the memory the device
+    has now."""
     t = recipe.schema.trainer
     if t.memory_check == 0:
         return
     use_gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
     have = available_memory(use_gpu)
-    need, why = estimate_step_bytes(recipe)
+    step, why = estimate_step_bytes(recipe)
+    state, state_why, state_key = estimate_strategy_bytes(recipe)
+    need = step + state
     if have is None or need <= t.memory_check * have:
         return
+    if state > step:
+        raise RecipeError(
+            state_key,
+            f"the strategy's state needs about {state / GIB:.1f} GiB ({state_why}) and one training step "
+            f"{step / GIB:.1f} GiB, but the {'GPU' if use_gpu else 'machine'} has {have / GIB:.1f} GiB available. "
+            f"Lower {state_key} (trainer.memory_check=0 skips this check)",
+        )
     raise RecipeError(
         "camera.config",
         f"one training step needs about {need / GIB:.1f} GiB ({why}) but the "

@@ -16,10 +16,11 @@ from psdkit.contracts import (
     Renderer,
     Representation,
     RewardModel,
+    ViewSource,
     look_at_c2w,
 )
 from psdkit.registry import default_registry
-from psdkit.run.build import make_conditioning
+from psdkit.run.build import make_conditioning, view_source
 
 
 def make(kind: str, name: str, **config: Any) -> Any:
@@ -81,4 +82,13 @@ def tiny_context(
     cond: Conditioning = make_conditioning(
         prior, PromptConfig(text=prompt, negative=negative, view_dependent=view_dependent)
     )
-    return GuidanceContext(prior=prior, reward=tiny_reward(), cond=cond)
+    prompt_cfg = PromptConfig(text=prompt, negative=negative, view_dependent=view_dependent)
+    return GuidanceContext(
+        prior=prior, reward=tiny_reward(), cond=cond, views=tiny_views(cond, prompt_cfg, resolution, views)
+    )
+
+
+def tiny_views(cond: Conditioning, prompt: Any, resolution: int = 16, views: int = 1) -> ViewSource:
+    """Orbit cameras at ``resolution`` px in groups of ``views``, labelled for ``cond`` as a run labels them."""
+    camera = make("camera", "orbit", batch_size=4 * views, height=resolution, width=resolution, group_views=views)
+    return view_source(camera, cond, prompt, 0)

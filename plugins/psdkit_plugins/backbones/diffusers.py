@@ -105,6 +105,11 @@ class ClipTextVAE:
 
     unet: Any
 
+    @classmethod
+    def sample_shape(cls, config: Any) -> tuple[int, ...]:
+        """[4, r/8, r/8]: Stable Diffusion VAE latents of renders at ``resolution``."""
+        return (4, config.resolution // 8, config.resolution // 8)
+
     def speed_options(self) -> None:
         """Apply the config's memory and speed options (:class:`LatentUNetConfig`) to the loaded networks and set
         ``scaling``."""

@@ -102,9 +102,17 @@ class OrbitCameraSampler(CameraSampler):
         return max(specs, key=lambda s: s[0] * s[1] * s[2])
 
     def sample(self, step: int, generator: torch.Generator, num_ranks: int = 1) -> Cameras:
-        c = self.config
         b, h, w = self.batch_spec(step)
-        b *= num_ranks
+        return self._draw(b * num_ranks, h, w, generator)
+
+    def sample_group(self, generator: torch.Generator) -> Cameras:
+        """Exactly one group (``group_views`` cameras) at step 0's size, independent of the batch size."""
+        _, h, w = self.batch_spec(0)
+        return self._draw(self.config.group_views, h, w, generator)
+
+    def _draw(self, b: int, h: int, w: int, generator: torch.Generator) -> Cameras:
+        """``b`` training cameras of ``h`` x ``w`` pixels."""
+        c = self.config
 
         def uniform(lo: float, hi: float) -> torch.Tensor:
             return lo + (hi - lo) * torch.rand(b, generator=generator)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import OrderedDict
 from typing import Literal
 
 import torch
@@ -64,6 +65,10 @@ class AnalyticPriorConfig:
     embedding, matter only at higher noise) or mean (the views share the decision with one view's
     sharpness: coupling without sharpening; docs/analytic_world.md)."""
 
+    render_cache: int = knob(1024, ge=1)
+    """Cameras whose exact object renders are kept (least recently used dropped first): the replay pool's and
+    the step's cameras."""
+
     def __post_init__(self) -> None:
         known = {o.name for o in WORLD_OBJECTS}
         bad = [n for n in self.objects if n not in known]
@@ -95,7 +100,12 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
             ** 2
         )
         self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float())
-        self._cache: tuple[tuple, Tensor] | None = None
+        self._cache: OrderedDict[tuple[bytes, bytes], Tensor] = OrderedDict()
+
+    @classmethod
+    def sample_shape(cls, config: AnalyticPriorConfig) -> tuple[int, ...]:
+        """[3, r, r]: pixels at ``resolution``."""
+        return (3, config.resolution, config.resolution)
 
     def encode_text(self, prompts: list[str]) -> Tensor:
         return self.text(prompts).to(self.keys.device)
@@ -116,25 +126,28 @@ class AnalyticPrior(KnownObjects, CumprodSchedule, DiffusionPrior):
         return logits.softmax(-1)
 
     def means(self, cameras: Cameras) -> Tensor:
-        """[K, B, 3, r, r] component means (object renders in [-1, 1]), cached per camera batch.
+        """[K, B, 3, r, r] component means (object renders in [-1, 1]), cached per camera.
 
-        The cache key is the camera values themselves (not tensor identity: a new batch can reuse a
-        freed tensor's memory), so a hit is always the same poses and fields of view. A batch tiled from
-        a shorter one (several conditionings in one call) renders the shorter one only.
+        The cache key is each camera's values themselves (not tensor identity: a new batch can reuse a freed
+        tensor's memory), so a hit is always the same pose and field of view. The ``render_cache`` most recently
+        used cameras are kept (the replay pool's cameras come back on every e_n update).
         """
-        r, b = self.config.resolution, len(cameras)
+        r = self.config.resolution
         c2w, fov = cameras.c2w.detach().cpu(), cameras.fov_y.detach().cpu()
-        period = next(
-            p
-            for p in range(1, b + 1)
-            if b % p == 0 and torch.equal(c2w[p:], c2w[:-p]) and torch.equal(fov[p:], fov[:-p])
-        )
-        key = (c2w[:period].numpy().tobytes(), fov[:period].numpy().tobytes(), r)
-        if self._cache is None or self._cache[0] != key:
-            cams = cameras.split(period)[0].resized(r, r)
-            mu = render_objects(self.objects, cams, self.config.supersample) * 2 - 1
-            self._cache = (key, mu.to(self.keys.device))
-        return self._cache[1].repeat(1, b // period, 1, 1, 1)
+        keys = [(c2w[i].numpy().tobytes(), fov[i].numpy().tobytes()) for i in range(len(cameras))]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if missing:
+            rows = [keys.index(k) for k in missing]
+            picked = {f: getattr(cameras, f)[rows] for f in ("c2w", "fov_y", "elevation", "azimuth", "distance")}
+            cams = dataclasses.replace(cameras, **picked).resized(r, r)
+            mu = (render_objects(self.objects, cams, self.config.supersample) * 2 - 1).to(self.keys.device)
+            for k, m in zip(missing, mu.unbind(1)):
+                self._cache[k] = m
+        for k in keys:
+            self._cache.move_to_end(k)
+        while len(self._cache) > self.config.render_cache:
+            self._cache.popitem(last=False)
+        return torch.stack([self._cache[k] for k in keys], 1)
 
     def predict_noise(self, x_t: Tensor, t: Tensor, text_emb: Tensor, cameras: Cameras | None = None) -> Tensor:
         if cameras is None:

@@ -100,6 +100,11 @@ class DeepFloydIFPrior(OffloadedTextEncoder, CumprodSchedule, DiffusionPrior):
         dev = next(self.text_encoder.parameters()).device
         return self.text_encoder(tok.input_ids.to(dev), attention_mask=tok.attention_mask.to(dev))[0]
 
+    @classmethod
+    def sample_shape(cls, config: DeepFloydIFConfig) -> tuple[int, ...]:
+        """[3, r, r]: stage I's pixels at ``resolution``."""
+        return (3, config.resolution, config.resolution)
+
     def encode_text(self, prompts: list[str]) -> Tensor:
         return self.encode_cached(prompts, self.config.max_length)
 

@@ -102,6 +102,11 @@ class StableDiffusionPrior(
         self._text_device: torch.device | None = None
 
     # ---- images ------------------------------------------------------------------------------
+    @classmethod
+    def sample_shape(cls, config: StableDiffusionConfig) -> tuple[int, ...]:
+        """[4, 64, 64] with ``latents: direct``, else VAE latents at ``resolution`` / 8."""
+        return (4, 64, 64) if config.latents == "direct" else super().sample_shape(config)
+
     def encode_images(self, images: Tensor) -> Tensor:
         if self.config.latents == "direct":
             rgb = F.interpolate(images, (64, 64), mode="bilinear", align_corners=False) * 2 - 1

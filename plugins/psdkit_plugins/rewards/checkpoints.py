@@ -113,7 +113,9 @@ def save_imagereward(
     torch.manual_seed(seed)
     tok = save_bert_tokenizer(folder / "tokenizer")
     vocab = len(BertTokenizer.from_pretrained(tok)) + 2 if size == "tiny" else 30524  # + [DEC], [ENC]
-    vis = BlipVisionModel(BlipVisionConfig(layer_norm_eps=1e-6, **vision))
+    # BlipVisionConfig's initializer_range defaults to 1e-10, which transformers 5 applies: every weight ~1e-10 and
+    # the reward constant in the image (its gradient 6e-8 in all). BERT's 0.02 gives a model that reacts to its input.
+    vis = BlipVisionModel(BlipVisionConfig(layer_norm_eps=1e-6, initializer_range=0.02, **vision))
     txt = BlipTextModel(
         BlipTextConfig(vocab_size=vocab, encoder_hidden_size=vision["hidden_size"], **text), add_pooling_layer=False
     )
