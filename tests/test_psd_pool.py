@@ -82,12 +82,11 @@ def _weights_after(ctx, reward, updates: int = 40) -> dict[str, float]:
     pool = _pool(ctx, reward)
     delta = torch.zeros_like(ctx.cond.uncond_emb, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=0.02)
-    labels = torch.zeros(4, dtype=torch.long)
     for step in range(updates):
         gen = torch.Generator().manual_seed(step)
-        slots = pool.pick(labels, gen, 0, 4)
+        slots = pool.pick(gen, 4)
         loss, weight, _ = pool_loss(ctx.prior, pool, slots, ctx.cond, ctx.cond.uncond_emb + delta, 3000.0,
-                                    (0.02, 0.98), (gen, 0, None))  # fmt: skip
+                                    (0.02, 0.98), gen)  # fmt: skip
         opt.zero_grad()
         ((loss * weight).sum() / weight.sum()).backward()
         opt.step()
@@ -112,8 +111,8 @@ def test_pool_loss_reads_only_the_rewards_ranking():
     for reward in (_Negated(ctx.reward, 1.0), _Negated(ctx.reward, 50.0)):
         pool = _pool(ctx, reward, copies=3)
         gen = torch.Generator().manual_seed(1)
-        slots = pool.pick(torch.zeros(2, dtype=torch.long), gen, 0, 2)
-        loss, weight, _ = pool_loss(ctx.prior, pool, slots, ctx.cond, e_n, 3000.0, (0.02, 0.98), (gen, 0, None))
+        slots = pool.pick(gen, 2)
+        loss, weight, _ = pool_loss(ctx.prior, pool, slots, ctx.cond, e_n, 3000.0, (0.02, 0.98), gen)
         grads.append(torch.autograd.grad((loss * weight).sum(), e_n)[0])
     assert grads[0].abs().sum() > 0
     assert torch.equal(grads[0], grads[1])

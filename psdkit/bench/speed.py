@@ -125,6 +125,7 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
         dev = torch.device("cuda", torch.cuda.current_device())
     timer = ComponentTimer(dev)
     _instrument(timer, system)
+    prepare_s = _time_prepare(system, dev)
     phases = _Phases(timer, warmup, steps)
     trainer.callbacks.append(phases)  # type: ignore[attr-defined]  # Trainer.callbacks: a list property
     if dev.type == "cuda":
@@ -134,12 +135,30 @@ def bench_speed(recipe: Recipe, steps: int, warmup: int, device: str | None = No
     timer.unwrap()
     cams = system.components.camera.sample(0, torch.Generator().manual_seed(0), 1)  # the views of one step
     report = _report(recipe, phases, timer, steps, build_s, dev) | {"views": len(cams), "render_size": cams.height}
-    return report | _projection(recipe, trainer, system, report["ms_per_step"])
+    report["prepare_s"] = prepare_s[0]
+    return report | _projection(recipe, trainer, system, report["ms_per_step"], prepare_s[0])
 
 
-def _projection(recipe: Recipe, trainer: L.Trainer, system: PSDSystem, ms_per_step: float) -> dict[str, Any]:
-    """The run's projected training time: plain steps plus the periodic checkpoint and validation grid of
-    ``psdkit fit`` (each timed once here), every ``trainer.val_every`` steps."""
+def _time_prepare(system: PSDSystem, dev: torch.device) -> list[float]:
+    """Wrap the strategy's one-time work before step 0 (PSD's replay pool); its seconds land in the list."""
+    seconds = [0.0]
+    real = system.guidance.prepare
+
+    def timed(progress: bool = False) -> None:
+        start = time.perf_counter()
+        real(progress)
+        synchronize(dev)
+        seconds[0] += time.perf_counter() - start
+
+    system.guidance.prepare = timed  # type: ignore[method-assign]
+    return seconds
+
+
+def _projection(
+    recipe: Recipe, trainer: L.Trainer, system: PSDSystem, ms_per_step: float, prepare_s: float
+) -> dict[str, Any]:
+    """The run's projected training time: the strategy's one-time work, plain steps, and the periodic checkpoint
+    and validation grid of ``psdkit fit`` (each timed once here), every ``trainer.val_every`` steps."""
     t, out = recipe.schema.trainer, recipe.schema.output
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -149,7 +168,7 @@ def _projection(recipe: Recipe, trainer: L.Trainer, system: PSDSystem, ms_per_st
         ValidationGrid(Path(tmp), 1, t.val_views, out.eval_resolution).save(system, trainer.global_step)
         grid_s = time.perf_counter() - start
     periodic = t.max_steps // min(t.val_every, t.max_steps)
-    seconds = ms_per_step * t.max_steps / 1000 + periodic * (ckpt_s + grid_s)
+    seconds = prepare_s + ms_per_step * t.max_steps / 1000 + periodic * (ckpt_s + grid_s)
     return {
         "checkpoint_s": ckpt_s,
         "validation_grid_s": grid_s,
@@ -228,8 +247,9 @@ def format_report(r: dict[str, Any]) -> str:
         f"| steps per second | {r['steps_per_s']:.2f} steps/s |",
         f"| one checkpoint, one validation grid (every trainer.val_every steps) | {r['checkpoint_s']:.2f} s, "
         f"{r['validation_grid_s']:.2f} s |",
-        f"| projected training time for {r['max_steps']} steps (uninstrumented steps + checkpoints + grids) "
-        f"| {_duration(r['projected_s'])} |",
+        f"| the strategy's one-time work before step 0 (PSD's replay pool) | {_duration(r['prepare_s'])} |",
+        f"| projected training time for {r['max_steps']} steps (one-time work + uninstrumented steps + checkpoints"
+        f" + grids) | {_duration(r['projected_s'])} |",
         f"| first step's extra time (compilation, allocation) | {_fmt(r['first_step_extra_s'], ' s')} |",
         f"| build (weights load) | {r['build_s']:.1f} s |",
         f"| peak memory | {r['peak_memory_mb']:.0f} MiB |",

@@ -7,9 +7,11 @@ the prompt-conditioned prior there (CFG against the empty prompt, deterministic 
 once by the training reward (the mean over its views). The samples of an entry share the camera and the prompt, so
 their ranking compares answers, not viewpoints. Entries depend only on the seed, the slot and its generation:
 neither on the 3D model nor on e_n, nor on the batch size or the number of ranks (every rank draws the same pool).
-Each e_n update picks one entry of the label of each group of the step, noises its samples with one shared
+Each e_n update picks a fixed number of entries of the whole pool, noises each entry's samples with one shared
 timestep and noise, and trains e_n with Diffusion-DPO's Bradley-Terry loss on the implicit rewards
-``r = -beta * (|eps - eps_y(x_t)|^2 - |eps - eps_n(x_t)|^2)`` of every ranked pair.
+``r = -beta * (|eps - eps_y(x_t)|^2 - |eps - eps_n(x_t)|^2)`` of every ranked pair. Every rank picks and compares
+the same entries (the update does not depend on the render), so e_n's gradient is the same bit for bit on any
+number of ranks and the update costs each rank the same whatever the world size.
 """
 
 from __future__ import annotations
@@ -231,11 +233,10 @@ class ReplayPool:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     # ---- the e_n loss ------------------------------------------------------------------------------------------
-    def pick(self, group_labels: Tensor, generator: torch.Generator, offset: int, total: int) -> Tensor:
-        """[G] one slot of each group's label, for groups ``offset : offset + G`` of ``total`` in the global batch
-        (drawn for all of them, so a rank's picks do not depend on the rank split)."""
-        k = torch.randint(self.spec.size, (total,), generator=generator)[offset : offset + len(group_labels)]
-        return group_labels * self.spec.size + k.to(group_labels.device)
+    def pick(self, generator: torch.Generator, count: int) -> Tensor:
+        """[count] slots drawn uniformly over the whole pool (every label) from ``generator``: the same on every rank
+        when the generator is."""
+        return torch.randint(self.entries, (count,), generator=generator)
 
     def rows(self, slots: Tensor) -> tuple[Tensor, Cameras, Tensor, Tensor]:
         """Rows of the entries ``slots`` [G], copies major and views consecutive: (x0 [copies * G * group, ...],
@@ -265,24 +266,21 @@ def prior_device(prior: Any) -> torch.device:
 
 def pool_loss(
     prior: Any, pool: ReplayPool, slots: Tensor, cond: Conditioning, e_n: Tensor, beta: float,
-    t_range: tuple[float, float], noise: tuple[torch.Generator, int, int | None], batched: bool = False,
+    t_range: tuple[float, float], generator: torch.Generator, batched: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:  # fmt: skip
     """([pairs] Bradley-Terry loss per ranked pair, [pairs] weight: 1 where both rewards are finite and differ, logs).
 
-    ``slots`` [G] are one entry per group of the step. ``e_n`` [1, L, D] carries the gradient. The samples of an
-    entry share one timestep in ``t_range`` (fractions of T) and one noise, drawn from ``noise`` = (generator, this
-    rank's first row, rows in the global batch); a sample's implicit reward is the mean over its views (one
-    comparison per object). ``batched`` runs eps_y and eps_n in one prior call (its backward spans both: cheaper
-    where launches, not arithmetic, bound the prior).
+    ``slots`` [G] are the entries compared. ``e_n`` [1, L, D] carries the gradient. The samples of an entry share
+    one timestep in ``t_range`` (fractions of T) and one noise, drawn from ``generator``; a sample's implicit reward
+    is the mean over its views (one comparison per object). ``batched`` runs eps_y and eps_n in one prior call (its
+    backward spans both: cheaper where launches, not arithmetic, bound the prior).
     """
     copies, groups = pool.spec.copies, len(slots)
     x0, cams, vi, reward = pool.rows(slots)
     dev = e_n.device
     x0, cams, vi = x0.to(dev), cams.to(dev), vi.to(dev)
     rows = groups * pool.group
-    gen, offset, total = noise
-    t, eps = draw_noise(gen, (rows, *x0.shape[1:]), *t_range, prior.num_train_timesteps, offset, total, 1,
-                        pool.group)  # fmt: skip
+    t, eps = draw_noise(generator, (rows, *x0.shape[1:]), *t_range, prior.num_train_timesteps, group=pool.group)
     t, eps = t.to(dev).repeat(copies), eps.to(x0).repeat(copies, *([1] * (eps.dim() - 1)))
     alpha, sigma = prior.alpha_sigma(t)
     x_t = broadcast(alpha, x0) * x0 + broadcast(sigma, x0) * eps

@@ -62,6 +62,9 @@ class PoolConfig:
     """Entries per prompt label: camera groups (one view, or the views of one object for a multi-view prior)."""
     copies: int = knob(4, ge=2, le=64)
     """Samples of the prompt per entry, at its camera group; an update compares every pair of one entry's."""
+    batch: int = knob(4, ge=1, le=4096)
+    """Entries compared per e_n update, drawn uniformly over the whole pool. Every rank compares the same ones, so
+    e_n's update is the same bit for bit on any number of ranks and costs each rank the same."""
     refresh_every: int = knob(0, ge=0)
     """Every this many steps (on e_n update steps), redraw ``refresh_share`` of the pool, oldest first; 0: never."""
     refresh_share: float = knob(0.25, gt=0.0, le=1.0)
@@ -154,7 +157,8 @@ OLD_KEYS = RetiredKeys(
         "reward_gate": "only the hard gate at {prefix}reward_estimate.t_max remains (no recipe used alpha_bar)",
         "reward_weight": "scale the 3D loss with {prefix}loss_scale, or e_n's steps with {prefix}negative.lr",
         **{
-            k: "dynamic loss scaling keeps torch.amp's settings; {prefix}negative.loss_scaling turns it off"
+            k: "dynamic loss scaling keeps fixed settings (2^16 at start, x2 after 100 clean updates, at most 2^24); "
+            "{prefix}negative.loss_scaling turns it off"
             for k in ("neg_loss_scale_init", "neg_loss_scale_interval", "neg_loss_scale_max")
         },  # fmt: skip
     },

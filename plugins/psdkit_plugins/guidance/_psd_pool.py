@@ -12,7 +12,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 from psdkit.contracts import GuidanceContext
-from psdkit.ops.ddp import global_weighted_mean
 from psdkit.ops.pool import PoolSpec, ReplayPool, pool_loss, prior_device
 from psdkit_plugins.guidance._psd_config import PSDConfig
 from psdkit_plugins.guidance._psd_step import NegLearner, Step
@@ -79,14 +78,15 @@ class PoolLearner(NegLearner):
         self._check_ranked()
 
     def loss(self, step: Step, e_n: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The Bradley-Terry loss of one entry of each group's label, averaged over the global batch's pairs."""
-        c, inp, g = self.config.pool, step.inp, self.pool.group
-        total = (inp.global_batch or len(inp.view_index)) // g
-        slots = self.pool.pick(inp.view_index[::g], inp.generator, inp.batch_offset // g, total)
-        noise = (inp.generator, inp.batch_offset, inp.global_batch)
-        loss, weight, logs = pool_loss(self.ctx.prior, self.pool, slots, self.ctx.cond, e_n, c.beta, c.t_range, noise,
+        """The Bradley-Terry loss of ``pool.batch`` entries, averaged over their ranked pairs.
+
+        Every rank draws and compares the same entries from the step's generator, so its loss and e_n's gradient are
+        the single-process ones, bit for bit, and DDP's average of identical gradients changes nothing."""
+        c, gen = self.config.pool, step.inp.generator
+        slots = self.pool.pick(gen, c.batch)
+        loss, weight, logs = pool_loss(self.ctx.prior, self.pool, slots, self.ctx.cond, e_n, c.beta, c.t_range, gen,
                                        self.config.batch_conditionings)  # fmt: skip
-        return global_weighted_mean(loss, weight, weight.sum()), logs
+        return (loss * weight).sum() / weight.sum().clamp_min(1.0), logs
 
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         """The pool's tensors under ``<prefix>pool.`` (a resume continues with the same pool). They are not buffers:
