@@ -89,12 +89,10 @@ def test_rank_invariant_with_a_gate_that_drops_samples(tmp_path, strategy):
         if va.is_floating_point():
             worst[key] = (va - b["state"][key]).abs().max().item()
     # e_n is what the global normalization makes rank-invariant: measured <= 4.5e-8 (1.65e-3 with per-rank
-    # normalization). The 3D state carries Adam's float floor on near-zero hash-table gradients (eps 1e-8):
-    # 1.2-1.3e-6 on one entry of 262k for the reward and pairwise learners since the orbit's grouped cameras,
-    # the 1e-5 of test_groups_of_views_are_rank_invariant.
-    worst_n = worst.pop("guidance.neg_offset", 0.0)
-    assert worst_n <= 2e-7, f"e_n differs by {worst_n:.3g} between 1 x 4 and 2 x 2"
-    assert max(worst.values()) <= 1e-5, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
+    # normalization). The 3D state's bound is unchanged; since the orbit's grouped cameras (4c7f242) the reward and
+    # pairwise learners miss it (1.2-1.3e-6 on one hash-table entry of 262k): open, see issue 26's note.
+    assert worst.get("guidance.neg_offset", 0.0) <= 2e-7, f"e_n differs by {worst.get('guidance.neg_offset'):.3g}"
+    assert max(worst.values()) <= 1e-6, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
     if "guidance.neg_offset" in a["state"]:
         drift = a["state"]["guidance.neg_offset"].abs().max().item()
         assert drift > 1e-3, "e_n must have trained for the comparison to mean anything"
