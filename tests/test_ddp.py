@@ -7,17 +7,18 @@ import torch
 from subprocess_fit import run_fit_script
 
 SAME_SAMPLES = ("trainer.max_steps=6", "renderer.config.jitter=false", "renderer.config.occupancy=false")
-# Adam's eps 1e-15 (instant-NGP's) turns float-rounding differences of near-zero gradients (two partial sums
-# all-reduced vs one sum) into visible steps: 1.7e-5 on 11 of 262k hash-table entries with no gate at all.
-# At eps 1e-8 (the recipe's groups and PSD's e_n alike) that floor is 6e-7, so a 1e-6 bound tests the
-# normalization, not the summation order.
-FLOAT_FLOOR = ("optim.eps=1.0e-8",)
+# Adam divides by sqrt(v) + eps, so on a near-zero gradient (a hash-table entry few rays touch) it turns the
+# float-rounding difference of two partial sums all-reduced vs one sum into a step of up to lr x rounding / eps.
+# At the recipe's eps (1e-15) that is 1.7e-5 on 11 of 262k entries with no gate at all; at 1e-8 it moved with the
+# trajectory (0.6e-6 to 1.3e-6 in the gate cases, 4.0e-5 with DreamDPO's groups). At 1e-6 for the 3D state it is
+# at most 3.0e-7 in every case below, while normalizing the gate per rank (the bug these tests exist for) moves
+# the hash table by 9.2e-3 and e_n by 0.21 (measured on the psd-reward case with that bug put back): the 1e-6
+# bounds test the normalization, not the summation order. e_n keeps eps 1e-8 (PSD_FLOOR).
+FLOAT_FLOOR = ("optim.eps=1.0e-6",)
 PSD_FLOOR = "guidance.config.negative.eps=1.0e-8"
-# That floor moves with the trajectory (one hash-table entry of 262k at 1.25e-6 with the decoupled anchor, 07ef7ef;
-# 1.8e-6 in the retired alpha-bar-gate case on this machine at e734b2b). The gate tests run e_n at the learning rate
-# the 1e-6 bound was measured on (0.05 in the old absolute units = 0.2 of the analytic prompt's RMS) with no anchor;
-# the normalization they check does not depend on it. test_negative_embedding_identical_on_both_ranks runs the
-# quickstart's settings.
+# The gate tests run e_n at the learning rate the bounds were first measured on (0.05 in the old absolute units =
+# 0.2 of the analytic prompt's RMS) with no anchor; the normalization they check does not depend on it.
+# test_negative_embedding_identical_on_both_ranks runs the quickstart's settings.
 PSD_CALIBRATED = (
     "guidance.config.negative.lr=0.2",
     "guidance.config.negative.anchor_decay=0",
@@ -88,9 +89,8 @@ def test_rank_invariant_with_a_gate_that_drops_samples(tmp_path, strategy):
     for key, va in a["state"].items():
         if va.is_floating_point():
             worst[key] = (va - b["state"][key]).abs().max().item()
-    # e_n is what the global normalization makes rank-invariant: measured <= 4.5e-8 (1.65e-3 with per-rank
-    # normalization). The 3D state's bound is unchanged; since the orbit's grouped cameras (4c7f242) the reward and
-    # pairwise learners miss it (1.2-1.3e-6 on one hash-table entry of 262k): open, see issue 26's note.
+    # e_n is what the global normalization makes rank-invariant: measured <= 6e-8 (0.21 with per-rank
+    # normalization); the 3D state <= 1.7e-7 (FLOAT_FLOOR).
     assert worst.get("guidance.neg_offset", 0.0) <= 2e-7, f"e_n differs by {worst.get('guidance.neg_offset'):.3g}"
     assert max(worst.values()) <= 1e-6, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
     if "guidance.neg_offset" in a["state"]:
@@ -123,6 +123,5 @@ def test_groups_of_views_are_rank_invariant(tmp_path, strategy):
             az = rank[i : i + 4]
             assert sorted(round((x - az[0]) % 360.0, 3) % 360.0 for x in az) == [0.0, 90.0, 180.0, 270.0], az
     worst = {k: (va - b["state"][k]).abs().max().item() for k, va in a["state"].items() if va.is_floating_point()}
-    # measured: up to 5.1e-6 on a few hash-table entries (reward statistics pooled by all-reduce sum in another
-    # order, then Adam at eps 1e-8); everything else agrees to 3e-8
-    assert max(worst.values()) <= 1e-5, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
+    # measured: at most 3.0e-7 on a few hash-table entries (DreamDPO, FLOAT_FLOOR); everything else agrees to 3e-8
+    assert max(worst.values()) <= 1e-6, sorted(worst.items(), key=lambda kv: -kv[1])[:3]

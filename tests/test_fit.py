@@ -43,6 +43,8 @@ def tiny_overrides(recipe: Path) -> list[str]:
         extra.append("prior.config.resolution=16")
     if data.get("renderer", {}).get("name", "volume") == "volume":
         extra.append("renderer.config.num_samples=8")
+    if data.get("guidance", {}).get("name") == "psd":  # a two-step smoke test needs no full replay pool
+        extra += ["guidance.config.pool.size=2", "guidance.config.pool.steps=2"]
     return [*TINY, *extra]
 
 

@@ -164,6 +164,7 @@ def _projection(
         start = time.perf_counter()
         trainer.save_checkpoint(Path(tmp) / "last.ckpt", weights_only=False)
         ckpt_s = time.perf_counter() - start
+        ckpt_bytes = (Path(tmp) / "last.ckpt").stat().st_size
         start = time.perf_counter()
         ValidationGrid(Path(tmp), 1, t.val_views, out.eval_resolution).save(system, trainer.global_step)
         grid_s = time.perf_counter() - start
@@ -171,6 +172,8 @@ def _projection(
     seconds = prepare_s + ms_per_step * t.max_steps / 1000 + periodic * (ckpt_s + grid_s)
     return {
         "checkpoint_s": ckpt_s,
+        "checkpoint_bytes": ckpt_bytes,
+        "strategy_state_bytes": sum(v.numel() * v.element_size() for v in system.guidance.state_dict().values()),
         "validation_grid_s": grid_s,
         "projected_s": seconds,
         "projected_minutes": seconds / 60,
@@ -247,6 +250,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"| steps per second | {r['steps_per_s']:.2f} steps/s |",
         f"| one checkpoint, one validation grid (every trainer.val_every steps) | {r['checkpoint_s']:.2f} s, "
         f"{r['validation_grid_s']:.2f} s |",
+        f"| one checkpoint's size (of it the strategy's state: PSD's e_n and replay pool) | "
+        f"{r['checkpoint_bytes'] / 2**20:.1f} MiB ({r['strategy_state_bytes'] / 2**20:.1f} MiB) |",
         f"| the strategy's one-time work before step 0 (PSD's replay pool) | {_duration(r['prepare_s'])} |",
         f"| projected training time for {r['max_steps']} steps (one-time work + uninstrumented steps + checkpoints"
         f" + grids) | {_duration(r['projected_s'])} |",
