@@ -122,6 +122,11 @@ def test_renaming_a_component_says_what_it_drops(capsys):
         (["fit"], "the following arguments are required: recipe\n"),
         (["eval", "runs/x", "--views", "0"], "argument --views: must be at least 1, found 0"),
         (["plugins", "shaders"], None),
+        (  # a list option must not swallow an override silently (it became a prompt)
+            ["bench", "alignment", "--prompts", "a bead", "prior.config.objects=[orange-bead]"],
+            "argument --prompts: 'prior.config.objects=[orange-bead]' is an override, not a list item: put overrides "
+            "before the list option or end the list with --",
+        ),
     ],
 )
 def test_usage_messages(capsys, argv, message):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -71,6 +72,16 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer >= 0."""
     return _int_at_least(text, 0)
+
+
+def list_item(text: str) -> str:
+    """An argparse type for the items of a list option (``--prompts a b``): refuses a ``key.path=value`` override,
+    which the list would otherwise swallow silently."""
+    if re.match(r"^[A-Za-z_][\w-]*(\.[\w-]+)*=", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is an override, not a list item: put overrides before the list option or end the list with --"
+        )
+    return text
 
 
 def _add_eval(sub: Any) -> None:
@@ -143,6 +154,7 @@ def _add_bench(sub: Any) -> None:
     align.add_argument(
         "--recipes",
         nargs="+",
+        type=list_item,
         default=["recipes/quickstart.yaml", "recipes/quickstart_sds.yaml"],
         help="recipes to compare",
     )
@@ -150,10 +162,13 @@ def _add_bench(sub: Any) -> None:
     align.add_argument("--json", help="write the rows and summary here")
     align.add_argument("--plot", help="write a PNG scatter of held-out reward against prior fit here")
     align.add_argument("--jobs", type=positive_int, default=1, help="runs in parallel (worker processes)")
-    align.add_argument("--prompts", nargs="+", help="prompts to run each recipe on (default: each recipe's)")
+    align.add_argument(
+        "--prompts", nargs="+", type=list_item, help="prompts to run each recipe on (default: each recipe's)"
+    )
     align.add_argument(
         "--rewards",
         nargs="+",
+        type=list_item,
         help="training rewards to run each reward-using recipe with (default: each recipe's); the table adds the "
         "reward margin between the prompt's answers and how often the preferred one came out",
     )
