@@ -90,7 +90,7 @@ def test_rank_invariant_with_a_gate_that_drops_samples(tmp_path, strategy):
         if va.is_floating_point():
             worst[key] = (va - b["state"][key]).abs().max().item()
     # e_n is what the global normalization makes rank-invariant: measured <= 6e-8 (0.21 with per-rank
-    # normalization); the 3D state <= 1.7e-7 (FLOAT_FLOOR).
+    # normalization); the 3D state <= 1.7e-7 (psd-reward, psd-pairwise; FLOAT_FLOOR).
     assert worst.get("guidance.neg_offset", 0.0) <= 2e-7, f"e_n differs by {worst.get('guidance.neg_offset'):.3g}"
     assert max(worst.values()) <= 1e-6, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
     if "guidance.neg_offset" in a["state"]:
