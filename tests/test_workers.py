@@ -55,6 +55,13 @@ def alive(pid: int) -> bool:
         return False
 
 
+def _terminal_sigint() -> None:
+    """SIGINT as a terminal's command gets it: pytest-xdist's workers ignore SIGINT, and a child inherits that, so
+    Python would never turn the signal into KeyboardInterrupt (launched from a background job, SIGINT is ignored and
+    the test timed out: measured both ways)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_alignment_bench_takes_its_workers_down(tmp_path, sig):
@@ -79,6 +86,7 @@ def test_alignment_bench_takes_its_workers_down(tmp_path, sig):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_terminal_sigint,
     )
     tree: set[int] = set()
     try:
