@@ -56,9 +56,9 @@ def alive(pid: int) -> bool:
 
 
 def _terminal_sigint() -> None:
-    """SIGINT as a terminal's command gets it: pytest-xdist's workers ignore SIGINT, and a child inherits that, so
-    Python would never turn the signal into KeyboardInterrupt (launched from a background job, SIGINT is ignored and
-    the test timed out: measured both ways)."""
+    """SIGINT as a terminal's command gets it. A suite started from a background job (bash ignores SIGINT there)
+    passes that on to its children, and Python then never turns the signal into KeyboardInterrupt: the test
+    timed out so, and passes with this in the same launch."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
